@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The whole test suite: format and lint gates, unit tests, and the integration tests on real debootstrap
+# roots and loop-device disk images (needs root). Called by `./x.sh test` and `.ci/run`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CLOUDPREP_CACHE=${CLOUDPREP_CACHE:-/var/cache/cloudprep-tests}
+start=$(date +%s)
+cargo fmt --check
+cargo clippy --all-targets --quiet -- -D warnings
+# Prepare the cached debootstrap root once, before the tests race for it.
+scripts/mkroot.sh bookworm "$(mktemp -d)/warm" vm && rm -rf /tmp/tmp.*/warm 2>/dev/null || true
+# Integration tests share loop devices and mounts: run test binaries one thread each where they ask for it.
+cargo test --all-targets -- --test-threads=2
+echo "test.sh: finished in $(( $(date +%s) - start ))s"

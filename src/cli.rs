@@ -1,0 +1,243 @@
+//! Command-line interface: argument structs (clap derive) and dispatch. Exit codes follow the audit:
+//! 0 ready, 1 warnings only, 2 at least one blocker, 3 cloudprep itself could not run.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_WARNINGS: i32 = 1;
+pub const EXIT_BLOCKERS: i32 = 2;
+pub const EXIT_FAILURE: i32 = 3;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "cloudprep",
+    version,
+    about = "Prepare an old Debian/Ubuntu VM for import into an OpenStack cloud",
+    long_about = "cloudprep audits a Debian or Ubuntu guest for everything that breaks when it is imported into an \
+OpenStack cloud (virtio disks and NICs, DHCP, cloud-init with the EC2 metadata service), fixes what can be fixed \
+with backups and rollback, and exports the disk as raw or qcow2 for the image service.",
+    after_help = "Exit status: 0 ready for the cloud, 1 warnings only, 2 at least one blocker, 3 cloudprep could not run.\n\
+Configuration: /etc/cloudprep/cloudprep.toml under --root (optional; every key has a default)."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Global {
+    /// The guest's root directory: `/` on the running VM, or where an offline image is mounted.
+    #[arg(long, global = true, default_value = "/", value_name = "DIR")]
+    pub root: PathBuf,
+    /// Configuration file (host path). Default: /etc/cloudprep/cloudprep.toml under --root.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// More log output on stderr (repeat for debug).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// When to use colour in text output.
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Report everything that would break in the cloud, with evidence and the planned fix. Changes nothing.
+    Audit(AuditArgs),
+    /// List every check: id, title, severity, and whether `fix` can repair it.
+    Checks(ChecksArgs),
+    /// Apply the planned fixes transactionally (backups, journal, validation), then audit again.
+    Fix(FixArgs),
+    /// Undo the last fix run (or the named one), restoring every file byte for byte.
+    Rollback(RollbackArgs),
+    /// List fix runs recorded under /var/lib/cloudprep/runs.
+    Runs(RunsArgs),
+    /// Export the disk holding / as a raw or qcow2 image with the bundled converter.
+    Export(ExportArgs),
+    /// Enable the one-shot pre-migration unit (audit, fix, optional export, power off at next shutdown).
+    Arm(ArmArgs),
+    /// Disable the pre-migration unit again.
+    Disarm,
+    /// Run the pre-migration sequence now (what cloudprep-premigrate.service runs).
+    Premigrate(PremigrateArgs),
+    /// First boot in the cloud: re-audit, reinstall GRUB on the new boot disk, write the report, disarm.
+    Firstboot,
+    /// Print the man page (roff) generated from this command-line definition.
+    #[command(hide = true)]
+    Man,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct SelectArgs {
+    /// Run only these checks (comma-separated ids, `area.` prefixes or area names).
+    #[arg(long, value_delimiter = ',', value_name = "IDS")]
+    pub only: Vec<String>,
+    /// Skip these checks (comma-separated ids, `area.` prefixes or area names).
+    #[arg(long, value_delimiter = ',', value_name = "IDS")]
+    pub skip: Vec<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct AuditArgs {
+    /// Report format (default: text).
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Write the report to FILE instead of standard output.
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub select: SelectArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ChecksArgs {
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct FixArgs {
+    /// Print exactly the diffs and commands fix would apply, and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Do not ask for confirmation.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Report format of the final summary.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    #[command(flatten)]
+    pub select: SelectArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RollbackArgs {
+    /// Run id to roll back (default: the last run that is not rolled back yet).
+    pub run_id: Option<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RunsArgs {
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageFormat {
+    Raw,
+    Qcow2,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Zlib,
+    Zstd,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Consistency {
+    Freeze,
+    Readonly,
+    None,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ExportArgs {
+    /// `auto` (the disk holding /), a block device, or an image file.
+    #[arg(long, default_value = "auto", value_name = "auto|DEVICE|FILE")]
+    pub source: String,
+    #[arg(long, value_enum, default_value_t = ImageFormat::Raw)]
+    pub format: ImageFormat,
+    /// qcow2 cluster compression.
+    #[arg(long, value_enum, default_value_t = Compression::None)]
+    pub compress: Compression,
+    /// How to keep mounted filesystems of the source consistent during the copy.
+    #[arg(long, value_enum)]
+    pub consistency: Option<Consistency>,
+    /// Compression threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Read the output back and compare it with the source after writing.
+    #[arg(long)]
+    pub verify: bool,
+    /// Do not skip free filesystem blocks and unused swap (copy every allocated byte).
+    #[arg(long)]
+    pub no_fs_skip: bool,
+    /// Output file, or `-` for standard output (raw, or qcow2 after an allocation pass).
+    #[arg(long, short)]
+    pub output: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ArmArgs {
+    /// Also export the disk to this file or device during the pre-migration shutdown.
+    #[arg(long, value_name = "FILE|DEVICE")]
+    pub export: Option<String>,
+    #[arg(long, value_enum)]
+    pub format: Option<ImageFormat>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct PremigrateArgs {
+    /// Power the machine off at the end (the unit handles power-off itself otherwise).
+    #[arg(long)]
+    pub poweroff: bool,
+}
+
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => EXIT_OK,
+                _ => EXIT_FAILURE,
+            };
+            let _ = e.print();
+            return code;
+        }
+    };
+    crate::logging::init(cli.global.verbose);
+    let r = match &cli.command {
+        Command::Audit(a) => crate::report::cmd_audit(&cli.global, a),
+        Command::Checks(a) => crate::report::cmd_checks(a),
+        Command::Fix(a) => crate::fix::cmd_fix(&cli.global, a),
+        Command::Rollback(a) => crate::fix::cmd_rollback(&cli.global, a),
+        Command::Runs(a) => crate::fix::cmd_runs(&cli.global, a),
+        Command::Export(a) => crate::export::cmd_export(&cli.global, a),
+        Command::Arm(a) => crate::lifecycle::cmd_arm(&cli.global, a),
+        Command::Disarm => crate::lifecycle::cmd_disarm(&cli.global),
+        Command::Premigrate(a) => crate::lifecycle::cmd_premigrate(&cli.global, a),
+        Command::Firstboot => crate::lifecycle::cmd_firstboot(&cli.global),
+        Command::Man => crate::lifecycle::cmd_man(),
+    };
+    match r {
+        Ok(code) => code,
+        Err(e) => {
+            log::error!("{e:#}");
+            eprintln!("cloudprep: error: {e:#}");
+            EXIT_FAILURE
+        }
+    }
+}
+
+/// The clap command, for the man page generator and its sync test.
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
+}

@@ -1,0 +1,7 @@
+//! Checks: cloud_init.
+
+use crate::check::Check;
+
+pub fn checks() -> Vec<Check> {
+    Vec::new()
+}

@@ -1,0 +1,200 @@
+//! `/etc/cloudprep/cloudprep.toml` (read under `--root`). Optional; every key has a default.
+
+use crate::root::Root;
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+pub const CONFIG_PATH: &str = "/etc/cloudprep/cloudprep.toml";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub cloud: CloudConfig,
+    pub network: NetworkConfig,
+    pub checks: ChecksConfig,
+    /// Waivers: check id -> reason. A waived finding is reported as `waived` and does not count in the exit code.
+    pub waivers: BTreeMap<String, String>,
+    /// Old device name -> what it is, for devices the audit cannot probe (e.g. an offline image):
+    /// `"/dev/sdb1" = "UUID=0a1b…"`.
+    pub devices: BTreeMap<String, String>,
+    pub fix: FixConfig,
+    pub export: ExportConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CloudConfig {
+    /// cloud-init datasources, written the way `dpkg-reconfigure cloud-init` does.
+    pub datasource_list: Vec<String>,
+    /// Disk bus of the target cloud: the guest's disk will be /dev/vda on virtio.
+    pub disk_bus: String,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AddressPolicy {
+    /// Convert static addressing to DHCP (the cloud hands out addresses by DHCP).
+    Dhcp,
+    /// Keep static addressing (reported as a warning only).
+    Keep,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum NamingPolicy {
+    /// `net.ifnames=0` on the kernel command line: the first NIC is `eth0`, as the major importers do.
+    Eth0,
+    /// Keep predictable names; the configuration must then match the name the virtio NIC gets.
+    Predictable,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct NetworkConfig {
+    pub addressing: AddressPolicy,
+    pub interface_naming: NamingPolicy,
+    /// TCP port SSH must stay reachable on (firewall check).
+    pub ssh_port: u16,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChecksConfig {
+    /// Check ids (or id prefixes ending in `.`, e.g. `network.`) never run.
+    pub skip: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct FixConfig {
+    /// Guest path of a cloud-init .deb to install when the guest has no network (empty: use apt-get).
+    pub cloud_init_deb: String,
+    /// Remove the old hypervisor's guest tools on the first boot in the cloud.
+    pub remove_hypervisor_tools: bool,
+    /// Add `console=tty0 console=ttyS0,115200` to the kernel command line.
+    pub serial_console: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExportConfig {
+    /// Export the disk in the pre-migration unit.
+    pub enabled: bool,
+    /// Where the pre-migration unit writes the image (a file path or a block device).
+    pub output: String,
+    pub format: String,
+    pub compress: String,
+    pub consistency: String,
+}
+
+impl Default for CloudConfig {
+    fn default() -> Self {
+        CloudConfig { datasource_list: vec!["Ec2".into(), "None".into()], disk_bus: "virtio".into() }
+    }
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig { addressing: AddressPolicy::Dhcp, interface_naming: NamingPolicy::Eth0, ssh_port: 22 }
+    }
+}
+
+impl Default for FixConfig {
+    fn default() -> Self {
+        FixConfig { cloud_init_deb: String::new(), remove_hypervisor_tools: false, serial_console: true }
+    }
+}
+
+impl Default for ExportConfig {
+    fn default() -> Self {
+        ExportConfig {
+            enabled: false,
+            output: String::new(),
+            format: "raw".into(),
+            compress: "none".into(),
+            consistency: "readonly".into(),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            cloud: CloudConfig::default(),
+            network: NetworkConfig::default(),
+            checks: ChecksConfig::default(),
+            waivers: BTreeMap::new(),
+            devices: BTreeMap::new(),
+            fix: FixConfig::default(),
+            export: ExportConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    pub fn parse(text: &str) -> Result<Config> {
+        let c: Config = toml::from_str(text)?;
+        Ok(c)
+    }
+
+    /// Load from an explicit host path, or `/etc/cloudprep/cloudprep.toml` under the root (absent: defaults).
+    pub fn load(root: &Root, explicit: Option<&std::path::Path>) -> Result<Config> {
+        if let Some(p) = explicit {
+            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            return Config::parse(&text).with_context(|| format!("parsing {}", p.display()));
+        }
+        match root.read_text(CONFIG_PATH)? {
+            None => Ok(Config::default()),
+            Some(text) => Config::parse(&text).with_context(|| format!("parsing {}", root.display(CONFIG_PATH))),
+        }
+    }
+
+    pub fn is_skipped(&self, id: &str) -> bool {
+        matches_ids(&self.checks.skip, id)
+    }
+}
+
+/// Does `id` match one of `patterns` (exact id, or a prefix ending in `.`, or an area name like `network`)?
+pub fn matches_ids(patterns: &[String], id: &str) -> bool {
+    patterns.iter().any(|p| {
+        let p = p.trim();
+        p == id || (p.ends_with('.') && id.starts_with(p)) || id.split('.').next() == Some(p)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_partial() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.cloud.datasource_list, vec!["Ec2", "None"]);
+        let c = Config::parse("[cloud]\ndatasource_list = [\"OpenStack\"]\n[waivers]\n\"firewall.ssh\" = \"ok\"\n").unwrap();
+        assert_eq!(c.cloud.datasource_list, vec!["OpenStack"]);
+        assert_eq!(c.waivers.len(), 1);
+        assert_eq!(c.network.ssh_port, 22);
+    }
+
+    #[test]
+    fn unknown_key_is_an_error() {
+        let e = Config::parse("[cloud]\ndatasources = []\n").unwrap_err();
+        assert!(format!("{e:#}").contains("datasources"), "{e:#}");
+    }
+
+    #[test]
+    fn shipped_config_parses_to_defaults() {
+        let text = include_str!("../packaging/cloudprep.toml");
+        assert_eq!(Config::parse(text).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn id_patterns() {
+        let p = vec!["network.".to_string(), "boot.serial-console".to_string(), "cloud-init".to_string()];
+        assert!(matches_ids(&p, "network.udev-persistent-net"));
+        assert!(matches_ids(&p, "boot.serial-console"));
+        assert!(matches_ids(&p, "cloud-init.installed"));
+        assert!(!matches_ids(&p, "boot.grub-mbr"));
+    }
+}

@@ -1,0 +1,3 @@
+fn main() {
+    std::process::exit(cloudprep::cli::main());
+}

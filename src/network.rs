@@ -1,0 +1,7 @@
+//! Checks: network.
+
+use crate::check::Check;
+
+pub fn checks() -> Vec<Check> {
+    Vec::new()
+}

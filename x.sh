@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# cloudprep developer entry point.
+#   ./x.sh run    install build dependencies, build, and audit this machine (read-only)
+#   ./x.sh test   install test dependencies, then run the whole test suite
+#   ./x.sh setup  only install what the build and the tests need
+#   ./x.sh deb    build the static binary and the .deb into target/deb/
+set -euo pipefail
+cd "$(dirname "$0")"
+
+APT_PKGS=(debootstrap lintian grub-common e2fsprogs dosfstools lvm2 fdisk gdisk cpio zstd lz4 xz-utils
+          musl-tools util-linux kmod initramfs-tools-core fakeroot dpkg-dev file binutils systemd)
+
+setup() {
+    local missing=()
+    for p in "${APT_PKGS[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        echo "x.sh: installing ${missing[*]}" >&2
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -q
+        apt-get install -y -q --no-install-recommends "${missing[@]}"
+    fi
+    if ! rustup target list --installed 2>/dev/null | grep -q x86_64-unknown-linux-musl; then
+        rustup target add x86_64-unknown-linux-musl
+    fi
+}
+
+case "${1:-}" in
+    setup) setup ;;
+    run)
+        setup
+        cargo build --release
+        shift
+        set +e
+        ./target/release/cloudprep audit "$@"
+        rc=$?
+        echo "x.sh: audit exit code $rc (0 ready, 1 warnings, 2 blockers, 3 could not run)" >&2
+        exit 0
+        ;;
+    deb)
+        setup
+        packaging/build-deb.sh
+        ;;
+    test)
+        setup
+        shift
+        exec scripts/test.sh "$@"
+        ;;
+    *)
+        sed -n '2,7p' "$0"
+        exit 64
+        ;;
+esac
