@@ -8,7 +8,7 @@ start=$(date +%s)
 cargo fmt --check
 cargo clippy --all-targets --quiet -- -D warnings
 # Prepare the cached debootstrap root once, before the tests race for it.
-scripts/mkroot.sh bookworm "$(mktemp -d)/warm" vm && rm -rf /tmp/tmp.*/warm 2>/dev/null || true
+warm=$(mktemp -d); scripts/mkroot.sh bookworm "$warm/root" vm; rm -rf "$warm"
 # Integration tests share loop devices and mounts: run test binaries one thread each where they ask for it.
 cargo test --all-targets -- --test-threads=2
 echo "test.sh: finished in $(( $(date +%s) - start ))s"

@@ -62,7 +62,10 @@ pub struct Plan {
 
 impl Plan {
     pub fn is_empty(&self) -> bool {
-        self.files.iter().all(|f| f.diff.is_empty() && f.error.is_none()) && self.commands.is_empty()
+        self.files
+            .iter()
+            .all(|f| f.diff.is_empty() && f.error.is_none())
+            && self.commands.is_empty()
     }
 }
 
@@ -96,15 +99,24 @@ pub fn run(root: &Root, config: &Config, sel: &Selection) -> Audit {
 }
 
 pub fn run_with_facts(root: &Root, config: &Config, sel: &Selection, facts: Facts) -> Audit {
-    let ctx = crate::check::Ctx { root, config, facts: &facts };
+    let ctx = crate::check::Ctx {
+        root,
+        config,
+        facts: &facts,
+    };
     let mut results = Vec::new();
     let mut findings = Vec::new();
     for check in all_checks() {
         if !sel.wants(config, check.info.id) {
-            results.push(CheckResult { info: check.info, outcome: Outcome::Skipped });
+            results.push(CheckResult {
+                info: check.info,
+                outcome: Outcome::Skipped,
+            });
             continue;
         }
-        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (check.run)(&ctx, &check.info)));
+        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            (check.run)(&ctx, &check.info)
+        }));
         let found = match out {
             Ok(Ok(f)) => f,
             Ok(Err(e)) => vec![Finding::error(&check.info, &e)],
@@ -114,7 +126,10 @@ pub fn run_with_facts(root: &Root, config: &Config, sel: &Selection, facts: Fact
                     .map(|s| s.to_string())
                     .or_else(|| p.downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| "unknown panic".into());
-                vec![Finding::error(&check.info, &anyhow::anyhow!("internal error (panic): {msg}"))]
+                vec![Finding::error(
+                    &check.info,
+                    &anyhow::anyhow!("internal error (panic): {msg}"),
+                )]
             }
         };
         let outcome = if found.iter().any(|f| f.status == Status::Error) {
@@ -124,7 +139,10 @@ pub fn run_with_facts(root: &Root, config: &Config, sel: &Selection, facts: Fact
         } else {
             Outcome::Fail
         };
-        results.push(CheckResult { info: check.info, outcome });
+        results.push(CheckResult {
+            info: check.info,
+            outcome,
+        });
         for mut f in found {
             if f.status == Status::Open && config.waivers.contains_key(&f.id) {
                 f.status = Status::Waived;
@@ -137,15 +155,27 @@ pub fn run_with_facts(root: &Root, config: &Config, sel: &Selection, facts: Fact
     let finding_diffs = findings.iter().map(|f| finding_diffs(root, f)).collect();
     let plan = compose_plan(root, &findings);
     drop(ctx);
-    Audit { facts, results, findings, finding_diffs, plan }
+    Audit {
+        facts,
+        results,
+        findings,
+        finding_diffs,
+        plan,
+    }
 }
 
 impl Audit {
     pub fn count(&self, sev: Severity) -> usize {
-        self.findings.iter().filter(|f| f.severity == sev && f.status != Status::Waived).count()
+        self.findings
+            .iter()
+            .filter(|f| f.severity == sev && f.status != Status::Waived)
+            .count()
     }
     pub fn errors(&self) -> usize {
-        self.findings.iter().filter(|f| f.status == Status::Error).count()
+        self.findings
+            .iter()
+            .filter(|f| f.status == Status::Error)
+            .count()
     }
     /// 0 ready; 1 only warnings (or info-level errors); 2 at least one blocker.
     /// A check that errored counts at its own severity: its problem may be there.
@@ -180,7 +210,11 @@ fn current_text(root: &Root, path: &str) -> Result<(bool, String)> {
 
 /// Apply a sequence of edits to `content`: `Ok(None)` means the file is removed.
 pub fn apply_edits(edits: &[FileEdit], exists: bool, content: &str) -> Result<Option<String>> {
-    let mut cur = if exists { Some(content.to_string()) } else { None };
+    let mut cur = if exists {
+        Some(content.to_string())
+    } else {
+        None
+    };
     for e in edits {
         match &e.op {
             EditOp::Remove => cur = None,
@@ -193,12 +227,24 @@ pub fn apply_edits(edits: &[FileEdit], exists: bool, content: &str) -> Result<Op
     Ok(cur)
 }
 
-fn describe(path: &str, exists: bool, before: &str, after: &Option<String>) -> (&'static str, String) {
+fn describe(
+    path: &str,
+    exists: bool,
+    before: &str,
+    after: &Option<String>,
+) -> (&'static str, String) {
     match (exists, after) {
         (true, None) => ("remove", unified_diff(path, before, "")),
         (false, None) => ("remove", String::new()),
         (false, Some(a)) => ("create", unified_diff(path, "", a)),
-        (true, Some(a)) => ("rewrite", if a == before { String::new() } else { unified_diff(path, before, a) }),
+        (true, Some(a)) => (
+            "rewrite",
+            if a == before {
+                String::new()
+            } else {
+                unified_diff(path, before, a)
+            },
+        ),
     }
 }
 
@@ -249,13 +295,18 @@ pub fn compose_plan(root: &Root, findings: &[Finding]) -> Plan {
             }
         }
         for c in &fix.commands {
-            if !commands.iter().any(|x| x.argv == c.argv && x.phase == c.phase) {
+            if !commands
+                .iter()
+                .any(|x| x.argv == c.argv && x.phase == c.phase)
+            {
                 commands.push(c.clone());
             }
         }
     }
     for pf in &mut files {
-        match current_text(root, &pf.path).and_then(|(ex, before)| Ok((ex, before.clone(), apply_edits(&pf.edits, ex, &before)?))) {
+        match current_text(root, &pf.path)
+            .and_then(|(ex, before)| Ok((ex, before.clone(), apply_edits(&pf.edits, ex, &before)?)))
+        {
             Ok((ex, before, after)) => {
                 let (a, d) = describe(&pf.path, ex, &before, &after);
                 pf.action = a;
@@ -278,9 +329,24 @@ pub fn unified_diff(path: &str, before: &str, after: &str) -> String {
     }
     let diff = similar::TextDiff::from_lines(before, after);
     let mut out = String::new();
-    let old = if before.is_empty() { "/dev/null".to_string() } else { format!("a{path}") };
-    let new = if after.is_empty() { "/dev/null".to_string() } else { format!("b{path}") };
-    out.push_str(&diff.unified_diff().context_radius(3).missing_newline_hint(true).header(&old, &new).to_string());
+    let old = if before.is_empty() {
+        "/dev/null".to_string()
+    } else {
+        format!("a{path}")
+    };
+    let new = if after.is_empty() {
+        "/dev/null".to_string()
+    } else {
+        format!("b{path}")
+    };
+    out.push_str(
+        &diff
+            .unified_diff()
+            .context_radius(3)
+            .missing_newline_hint(true)
+            .header(&old, &new)
+            .to_string(),
+    );
     out
 }
 
@@ -293,8 +359,16 @@ mod tests {
     fn edits_compose_in_order() {
         let a = FileEdit::rewrite("/etc/x", Validator::None, |s| Ok(s.replace("a", "b")));
         let b = FileEdit::rewrite("/etc/x", Validator::None, |s| Ok(s.replace("b", "c")));
-        assert_eq!(apply_edits(&[a.clone(), b.clone()], true, "a\n").unwrap().unwrap(), "c\n");
-        assert_eq!(apply_edits(&[FileEdit::remove("/etc/x")], true, "a\n").unwrap(), None);
+        assert_eq!(
+            apply_edits(&[a.clone(), b.clone()], true, "a\n")
+                .unwrap()
+                .unwrap(),
+            "c\n"
+        );
+        assert_eq!(
+            apply_edits(&[FileEdit::remove("/etc/x")], true, "a\n").unwrap(),
+            None
+        );
     }
 
     #[test]

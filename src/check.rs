@@ -71,10 +71,18 @@ pub struct Evidence {
 
 impl Evidence {
     pub fn line(path: &str, line: usize, text: &str) -> Evidence {
-        Evidence { path: path.to_string(), line: Some(line), text: text.trim_end_matches(['\r', '\n']).to_string() }
+        Evidence {
+            path: path.to_string(),
+            line: Some(line),
+            text: text.trim_end_matches(['\r', '\n']).to_string(),
+        }
     }
     pub fn file(path: &str, text: impl Into<String>) -> Evidence {
-        Evidence { path: path.to_string(), line: None, text: text.into() }
+        Evidence {
+            path: path.to_string(),
+            line: None,
+            text: text.into(),
+        }
     }
 }
 
@@ -85,7 +93,10 @@ pub type Rewriter = Arc<dyn Fn(&str) -> anyhow::Result<String> + Send + Sync>;
 #[derive(Clone)]
 pub enum EditOp {
     /// Replace the content with what the rewriter returns (creates the file with `create_mode` if absent).
-    Rewrite { rewriter: Rewriter, create_mode: u32 },
+    Rewrite {
+        rewriter: Rewriter,
+        create_mode: u32,
+    },
     /// Remove the file (its content is kept in the run's backup area).
     Remove,
 }
@@ -117,14 +128,41 @@ pub struct FileEdit {
 }
 
 impl FileEdit {
-    pub fn rewrite(path: &str, validator: Validator, f: impl Fn(&str) -> anyhow::Result<String> + Send + Sync + 'static) -> FileEdit {
-        FileEdit { path: path.to_string(), op: EditOp::Rewrite { rewriter: Arc::new(f), create_mode: 0o644 }, validator }
+    pub fn rewrite(
+        path: &str,
+        validator: Validator,
+        f: impl Fn(&str) -> anyhow::Result<String> + Send + Sync + 'static,
+    ) -> FileEdit {
+        FileEdit {
+            path: path.to_string(),
+            op: EditOp::Rewrite {
+                rewriter: Arc::new(f),
+                create_mode: 0o644,
+            },
+            validator,
+        }
     }
-    pub fn create(path: &str, mode: u32, validator: Validator, f: impl Fn(&str) -> anyhow::Result<String> + Send + Sync + 'static) -> FileEdit {
-        FileEdit { path: path.to_string(), op: EditOp::Rewrite { rewriter: Arc::new(f), create_mode: mode }, validator }
+    pub fn create(
+        path: &str,
+        mode: u32,
+        validator: Validator,
+        f: impl Fn(&str) -> anyhow::Result<String> + Send + Sync + 'static,
+    ) -> FileEdit {
+        FileEdit {
+            path: path.to_string(),
+            op: EditOp::Rewrite {
+                rewriter: Arc::new(f),
+                create_mode: mode,
+            },
+            validator,
+        }
     }
     pub fn remove(path: &str) -> FileEdit {
-        FileEdit { path: path.to_string(), op: EditOp::Remove, validator: Validator::None }
+        FileEdit {
+            path: path.to_string(),
+            op: EditOp::Remove,
+            validator: Validator::None,
+        }
     }
 }
 
@@ -160,7 +198,12 @@ pub struct PlannedCommand {
 
 impl PlannedCommand {
     pub fn new(phase: Phase, order: u32, argv: &[&str], reason: &str) -> PlannedCommand {
-        PlannedCommand { argv: argv.iter().map(|s| s.to_string()).collect(), phase, order, reason: reason.to_string() }
+        PlannedCommand {
+            argv: argv.iter().map(|s| s.to_string()).collect(),
+            phase,
+            order,
+            reason: reason.to_string(),
+        }
     }
 }
 
@@ -246,7 +289,8 @@ impl Finding {
             title: check.title.to_string(),
             message: format!("the check could not complete: {err:#}"),
             evidence: Vec::new(),
-            remediation: "Fix the file or permission named above and run the audit again.".to_string(),
+            remediation: "Fix the file or permission named above and run the audit again."
+                .to_string(),
             fix: None,
         }
     }

@@ -70,6 +70,8 @@ pub enum Command {
     Runs(RunsArgs),
     /// Export the disk holding / as a raw or qcow2 image with the bundled converter.
     Export(ExportArgs),
+    /// Export the disk straight into the cloud's image service (Glance v2), using OS_* / clouds.yaml credentials.
+    Upload(UploadArgs),
     /// Enable the one-shot pre-migration unit (audit, fix, optional export, power off at next shutdown).
     Arm(ArmArgs),
     /// Disable the pre-migration unit again.
@@ -185,6 +187,40 @@ pub struct ExportArgs {
     pub output: String,
 }
 
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Visibility {
+    Private,
+    Shared,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct UploadArgs {
+    /// Image name (default: derived from the OS, e.g. debian-12-migrated).
+    #[arg(long)]
+    pub name: Option<String>,
+    #[arg(long, value_enum, default_value_t = ImageFormat::Raw)]
+    pub format: ImageFormat,
+    #[arg(long, value_enum, default_value_t = Visibility::Private)]
+    pub visibility: Visibility,
+    /// Extra or overriding image property KEY=VALUE (repeatable).
+    #[arg(long = "property", value_name = "KEY=VALUE")]
+    pub properties: Vec<String>,
+    /// `auto` (the disk holding /), a block device, or an image file.
+    #[arg(long, default_value = "auto", value_name = "auto|DEVICE|FILE")]
+    pub source: String,
+    #[arg(long, value_enum)]
+    pub consistency: Option<Consistency>,
+    /// Upload an already exported image file as it is (no conversion).
+    #[arg(long, value_name = "FILE", conflicts_with = "source")]
+    pub file: Option<std::path::PathBuf>,
+    /// Do not verify the server's TLS certificate (OS_INSECURE does the same).
+    #[arg(long)]
+    pub insecure: bool,
+    /// Upload attempts into the same queued image before giving up.
+    #[arg(long, default_value_t = 3)]
+    pub retries: u32,
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct ArmArgs {
     /// Also export the disk to this file or device during the pre-migration shutdown.
@@ -206,7 +242,9 @@ pub fn main() -> i32 {
         Ok(c) => c,
         Err(e) => {
             let code = match e.kind() {
-                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => EXIT_OK,
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    EXIT_OK
+                }
                 _ => EXIT_FAILURE,
             };
             let _ = e.print();
@@ -221,6 +259,7 @@ pub fn main() -> i32 {
         Command::Rollback(a) => crate::fix::cmd_rollback(&cli.global, a),
         Command::Runs(a) => crate::fix::cmd_runs(&cli.global, a),
         Command::Export(a) => crate::export::cmd_export(&cli.global, a),
+        Command::Upload(a) => crate::upload::cmd_upload(&cli.global, a),
         Command::Arm(a) => crate::lifecycle::cmd_arm(&cli.global, a),
         Command::Disarm => crate::lifecycle::cmd_disarm(&cli.global),
         Command::Premigrate(a) => crate::lifecycle::cmd_premigrate(&cli.global, a),

@@ -90,19 +90,30 @@ pub struct ExportConfig {
 
 impl Default for CloudConfig {
     fn default() -> Self {
-        CloudConfig { datasource_list: vec!["Ec2".into(), "None".into()], disk_bus: "virtio".into() }
+        CloudConfig {
+            datasource_list: vec!["Ec2".into(), "None".into()],
+            disk_bus: "virtio".into(),
+        }
     }
 }
 
 impl Default for NetworkConfig {
     fn default() -> Self {
-        NetworkConfig { addressing: AddressPolicy::Dhcp, interface_naming: NamingPolicy::Eth0, ssh_port: 22 }
+        NetworkConfig {
+            addressing: AddressPolicy::Dhcp,
+            interface_naming: NamingPolicy::Eth0,
+            ssh_port: 22,
+        }
     }
 }
 
 impl Default for FixConfig {
     fn default() -> Self {
-        FixConfig { cloud_init_deb: String::new(), remove_hypervisor_tools: false, serial_console: true }
+        FixConfig {
+            cloud_init_deb: String::new(),
+            remove_hypervisor_tools: false,
+            serial_console: true,
+        }
     }
 }
 
@@ -141,12 +152,14 @@ impl Config {
     /// Load from an explicit host path, or `/etc/cloudprep/cloudprep.toml` under the root (absent: defaults).
     pub fn load(root: &Root, explicit: Option<&std::path::Path>) -> Result<Config> {
         if let Some(p) = explicit {
-            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
             return Config::parse(&text).with_context(|| format!("parsing {}", p.display()));
         }
         match root.read_text(CONFIG_PATH)? {
             None => Ok(Config::default()),
-            Some(text) => Config::parse(&text).with_context(|| format!("parsing {}", root.display(CONFIG_PATH))),
+            Some(text) => Config::parse(&text)
+                .with_context(|| format!("parsing {}", root.display(CONFIG_PATH))),
         }
     }
 
@@ -171,7 +184,10 @@ mod tests {
     fn defaults_and_partial() {
         let c = Config::parse("").unwrap();
         assert_eq!(c.cloud.datasource_list, vec!["Ec2", "None"]);
-        let c = Config::parse("[cloud]\ndatasource_list = [\"OpenStack\"]\n[waivers]\n\"firewall.ssh\" = \"ok\"\n").unwrap();
+        let c = Config::parse(
+            "[cloud]\ndatasource_list = [\"OpenStack\"]\n[waivers]\n\"firewall.ssh\" = \"ok\"\n",
+        )
+        .unwrap();
         assert_eq!(c.cloud.datasource_list, vec!["OpenStack"]);
         assert_eq!(c.waivers.len(), 1);
         assert_eq!(c.network.ssh_port, 22);
@@ -191,7 +207,11 @@ mod tests {
 
     #[test]
     fn id_patterns() {
-        let p = vec!["network.".to_string(), "boot.serial-console".to_string(), "cloud-init".to_string()];
+        let p = vec![
+            "network.".to_string(),
+            "boot.serial-console".to_string(),
+            "cloud-init".to_string(),
+        ];
         assert!(matches_ids(&p, "network.udev-persistent-net"));
         assert!(matches_ids(&p, "boot.serial-console"));
         assert!(matches_ids(&p, "cloud-init.installed"));

@@ -22,7 +22,14 @@ impl Package {
         let mut w = self.status.split_whitespace();
         let (_want, flag, st) = (w.next(), w.next().unwrap_or(""), w.next().unwrap_or(""));
         flag == "reinstreq"
-            || matches!(st, "half-installed" | "unpacked" | "half-configured" | "triggers-awaited" | "triggers-pending")
+            || matches!(
+                st,
+                "half-installed"
+                    | "unpacked"
+                    | "half-configured"
+                    | "triggers-awaited"
+                    | "triggers-pending"
+            )
     }
 }
 
@@ -51,7 +58,9 @@ pub fn parse_status(text: &str) -> BTreeMap<String, Package> {
         if line.starts_with([' ', '\t']) {
             continue;
         }
-        let Some((k, v)) = line.split_once(':') else { continue };
+        let Some((k, v)) = line.split_once(':') else {
+            continue;
+        };
         let v = v.trim();
         let p = cur.get_or_insert_with(|| Package {
             name: String::new(),

@@ -111,14 +111,21 @@ impl Facts {
     }
 
     pub fn gather(root: &Root) -> Facts {
-        let mut f = Facts { root: root.base().display().to_string(), live: root.is_live(), ..Default::default() };
+        let mut f = Facts {
+            root: root.base().display().to_string(),
+            live: root.is_live(),
+            ..Default::default()
+        };
         match root.read_text("/etc/os-release").and_then(|t| match t {
             Some(t) => Ok(Some(t)),
             None => root.read_text("/usr/lib/os-release"),
         }) {
             Ok(Some(t)) => f.os = Some(parse_os_release(&t)),
             Ok(None) => {
-                f.unavailable.insert("os".into(), "no /etc/os-release or /usr/lib/os-release".into());
+                f.unavailable.insert(
+                    "os".into(),
+                    "no /etc/os-release or /usr/lib/os-release".into(),
+                );
             }
             Err(e) => {
                 f.unavailable.insert("os".into(), format!("{e:#}"));
@@ -127,7 +134,8 @@ impl Facts {
         match root.read_text("/var/lib/dpkg/status") {
             Ok(Some(t)) => f.packages = dpkg::parse_status(&t),
             Ok(None) => {
-                f.unavailable.insert("packages".into(), "no /var/lib/dpkg/status".into());
+                f.unavailable
+                    .insert("packages".into(), "no /var/lib/dpkg/status".into());
             }
             Err(e) => {
                 f.unavailable.insert("packages".into(), format!("{e:#}"));
@@ -158,12 +166,17 @@ impl Facts {
             sys.refresh_cpu_list(sysinfo::CpuRefreshKind::nothing());
             f.cpus = Some(sys.cpus().len().max(1));
             f.memory_bytes = Some(sys.total_memory());
-            f.kernel_cmdline = std::fs::read_to_string("/proc/cmdline").ok().map(|s| s.trim().to_string());
+            f.kernel_cmdline = std::fs::read_to_string("/proc/cmdline")
+                .ok()
+                .map(|s| s.trim().to_string());
             f.interfaces = Some(crate::netfacts::interfaces());
             f.routes = Some(crate::netfacts::routes());
         } else {
             for k in ["cpus", "memory", "interfaces", "routes", "kernel_cmdline"] {
-                f.unavailable.insert(k.into(), "not available for an offline root (--root)".into());
+                f.unavailable.insert(
+                    k.into(),
+                    "not available for an offline root (--root)".into(),
+                );
             }
         }
         let (disks, filesystems, root_device) = crate::probe::gather(root, &f.mounts);
@@ -181,7 +194,9 @@ pub fn parse_os_release(text: &str) -> OsRelease {
         if line.starts_with('#') {
             continue;
         }
-        let Some((k, v)) = line.split_once('=') else { continue };
+        let Some((k, v)) = line.split_once('=') else {
+            continue;
+        };
         let v = unquote(v.trim());
         match k.trim() {
             "ID" => o.id = v,
@@ -198,8 +213,12 @@ pub fn parse_os_release(text: &str) -> OsRelease {
 /// Remove one level of shell-style quotes.
 pub fn unquote(v: &str) -> String {
     let v = v.trim();
-    if v.len() >= 2 && ((v.starts_with('"') && v.ends_with('"')) || (v.starts_with('\'') && v.ends_with('\''))) {
-        v[1..v.len() - 1].replace("\\\"", "\"").replace("\\\\", "\\")
+    if v.len() >= 2
+        && ((v.starts_with('"') && v.ends_with('"')) || (v.starts_with('\'') && v.ends_with('\'')))
+    {
+        v[1..v.len() - 1]
+            .replace("\\\"", "\"")
+            .replace("\\\\", "\\")
     } else {
         v.to_string()
     }
@@ -276,12 +295,22 @@ fn detect_boot_mode(root: &Root, f: &Facts) -> (Option<BootMode>, String) {
         };
     }
     // Offline: the bootloader package tells.
-    let efi = ["grub-efi-amd64", "grub-efi-amd64-signed", "grub-efi-ia32", "systemd-boot"].iter().any(|p| f.installed(p));
+    let efi = [
+        "grub-efi-amd64",
+        "grub-efi-amd64-signed",
+        "grub-efi-ia32",
+        "systemd-boot",
+    ]
+    .iter()
+    .any(|p| f.installed(p));
     let bios = f.installed("grub-pc");
     match (efi, bios) {
         (true, false) => (Some(BootMode::Uefi), "grub-efi package installed".into()),
         (false, true) => (Some(BootMode::Bios), "grub-pc package installed".into()),
-        (true, true) => (Some(BootMode::Bios), "both grub-pc and grub-efi installed; assuming BIOS".into()),
+        (true, true) => (
+            Some(BootMode::Bios),
+            "both grub-pc and grub-efi installed; assuming BIOS".into(),
+        ),
         (false, false) => {
             if root.is_dir("/boot/efi/EFI") {
                 (Some(BootMode::Uefi), "/boot/efi/EFI exists".into())
@@ -296,7 +325,8 @@ fn detect_boot_mode(root: &Root, f: &Facts) -> (Option<BootMode>, String) {
 /// with targets translated to guest paths.
 pub fn read_mounts(root: &Root) -> anyhow::Result<Vec<Mount>> {
     use anyhow::Context;
-    let text = std::fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
+    let text =
+        std::fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
     let base = root.base().display().to_string();
     let mut out = Vec::new();
     for m in parse_mountinfo(&text) {
@@ -318,7 +348,9 @@ pub fn parse_mountinfo(text: &str) -> Vec<Mount> {
     let mut out = Vec::new();
     for line in text.lines() {
         let f: Vec<&str> = line.split(' ').collect();
-        let Some(sep) = f.iter().position(|x| *x == "-") else { continue };
+        let Some(sep) = f.iter().position(|x| *x == "-") else {
+            continue;
+        };
         if f.len() < sep + 3 || sep < 6 {
             continue;
         }
@@ -339,7 +371,10 @@ pub fn unescape_octal(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
             out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
             i += 4;
         } else {
@@ -356,7 +391,9 @@ mod tests {
 
     #[test]
     fn os_release() {
-        let o = parse_os_release("PRETTY_NAME=\"Debian GNU/Linux 8 (jessie)\"\nID=debian\nVERSION_ID=\"8\"\n# c\n");
+        let o = parse_os_release(
+            "PRETTY_NAME=\"Debian GNU/Linux 8 (jessie)\"\nID=debian\nVERSION_ID=\"8\"\n# c\n",
+        );
         assert_eq!(o.id, "debian");
         assert_eq!(o.version_id, "8");
         assert_eq!(o.pretty_name, "Debian GNU/Linux 8 (jessie)");
@@ -364,9 +401,16 @@ mod tests {
 
     #[test]
     fn kernel_sort() {
-        let mut v = vec!["5.10.0-9-amd64".to_string(), "5.10.0-28-amd64".into(), "4.19.0-6-amd64".into()];
+        let mut v = vec![
+            "5.10.0-9-amd64".to_string(),
+            "5.10.0-28-amd64".into(),
+            "4.19.0-6-amd64".into(),
+        ];
         sort_kernel_versions(&mut v);
-        assert_eq!(v, vec!["4.19.0-6-amd64", "5.10.0-9-amd64", "5.10.0-28-amd64"]);
+        assert_eq!(
+            v,
+            vec!["4.19.0-6-amd64", "5.10.0-9-amd64", "5.10.0-28-amd64"]
+        );
     }
 
     #[test]

@@ -32,3 +32,4 @@ pub mod udev;
 pub mod export;
 pub mod fix;
 pub mod lifecycle;
+pub mod upload;

@@ -53,9 +53,20 @@ pub fn init(verbose: u8) {
         process: "cloudprep".into(),
         pid: std::process::id(),
     };
-    let syslog = if std::path::Path::new("/dev/log").exists() { syslog::unix(formatter).ok().map(Mutex::new) } else { None };
-    let logger = Logger { syslog, stderr_level };
-    let max = if verbose >= 2 { LevelFilter::Debug } else { LevelFilter::Info };
+    let syslog = if std::path::Path::new("/dev/log").exists() {
+        syslog::unix(formatter).ok().map(Mutex::new)
+    } else {
+        None
+    };
+    let logger = Logger {
+        syslog,
+        stderr_level,
+    };
+    let max = if verbose >= 2 {
+        LevelFilter::Debug
+    } else {
+        LevelFilter::Info
+    };
     if log::set_boxed_logger(Box::new(logger)).is_ok() {
         log::set_max_level(max);
     }

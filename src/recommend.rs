@@ -40,7 +40,9 @@ pub fn recommend(f: &Facts, installed_qemu_agent: bool) -> Recommendations {
     // The image's min_disk is the size of the disk holding /, rounded up to whole GiB.
     let root_disk = f.root_device.as_deref().and_then(|dev| {
         let name = dev.trim_start_matches("/dev/");
-        f.disks.iter().find(|d| d.name == name || d.partitions.iter().any(|p| p == name))
+        f.disks
+            .iter()
+            .find(|d| d.name == name || d.partitions.iter().any(|p| p == name))
     });
     let min_disk_gib = root_disk.map(|d| d.size.div_ceil(GIB).max(1));
     let min_ram_mib = f.memory_bytes.map(|b| {
@@ -48,12 +50,18 @@ pub fn recommend(f: &Facts, installed_qemu_agent: bool) -> Recommendations {
         // Memory reported by the kernel is a little below the VM's configured size: round up to 256 MiB.
         mib.div_ceil(256) * 256
     });
-    let name = f
-        .os
-        .as_ref()
-        .map(|o| format!("{}-{}-migrated", if o.id.is_empty() { "linux" } else { &o.id }, o.version_id))
-        .unwrap_or_else(|| "migrated-vm".into());
-    let mut cmd = String::from("openstack image create --disk-format raw --container-format bare --private");
+    let name =
+        f.os.as_ref()
+            .map(|o| {
+                format!(
+                    "{}-{}-migrated",
+                    if o.id.is_empty() { "linux" } else { &o.id },
+                    o.version_id
+                )
+            })
+            .unwrap_or_else(|| "migrated-vm".into());
+    let mut cmd =
+        String::from("openstack image create --disk-format raw --container-format bare --private");
     if let Some(d) = min_disk_gib {
         cmd.push_str(&format!(" --min-disk {d}"));
     }

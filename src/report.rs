@@ -27,7 +27,10 @@ pub fn cmd_audit(g: &Global, a: &AuditArgs) -> Result<i32> {
             return Ok(EXIT_FAILURE);
         }
     };
-    let sel = Selection { only: a.select.only.clone(), skip: a.select.skip.clone() };
+    let sel = Selection {
+        only: a.select.only.clone(),
+        skip: a.select.skip.clone(),
+    };
     let audit = audit::run(&root, &config, &sel);
     let to_tty = a.output.is_none() && std::io::stdout().is_terminal();
     let color = match g.color {
@@ -55,11 +58,19 @@ pub fn cmd_audit(g: &Global, a: &AuditArgs) -> Result<i32> {
 pub fn emit(path: Option<&std::path::Path>, text: &str) -> Result<()> {
     match path {
         Some(p) => {
-            let dir = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
-            let mut tmp = tempfile::NamedTempFile::new_in(dir).with_context(|| format!("creating a file in {}", dir.display()))?;
-            tmp.write_all(text.as_bytes()).with_context(|| format!("writing {}", p.display()))?;
-            tmp.as_file().sync_all().with_context(|| format!("writing {}", p.display()))?;
-            tmp.persist(p).with_context(|| format!("writing {}", p.display()))?;
+            let dir = p
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(std::path::Path::new("."));
+            let mut tmp = tempfile::NamedTempFile::new_in(dir)
+                .with_context(|| format!("creating a file in {}", dir.display()))?;
+            tmp.write_all(text.as_bytes())
+                .with_context(|| format!("writing {}", p.display()))?;
+            tmp.as_file()
+                .sync_all()
+                .with_context(|| format!("writing {}", p.display()))?;
+            tmp.persist(p)
+                .with_context(|| format!("writing {}", p.display()))?;
         }
         None => {
             let mut so = std::io::stdout().lock();
@@ -77,11 +88,17 @@ pub fn cmd_checks(a: &ChecksArgs) -> Result<i32> {
     let checks = audit::all_checks();
     let out = match a.format {
         Format::Json => {
-            let v: Vec<Value> = checks.iter().map(|c| serde_json::to_value(c.info).unwrap_or(Value::Null)).collect();
+            let v: Vec<Value> = checks
+                .iter()
+                .map(|c| serde_json::to_value(c.info).unwrap_or(Value::Null))
+                .collect();
             serde_json::to_string_pretty(&v)? + "\n"
         }
         Format::Text => {
-            let mut s = format!("{:<40} {:<8} {:<10} {:<8} {}\n", "ID", "AREA", "SEVERITY", "FIXABLE", "TITLE");
+            let mut s = format!(
+                "{:<40} {:<8} {:<10} {:<8} {}\n",
+                "ID", "AREA", "SEVERITY", "FIXABLE", "TITLE"
+            );
             for c in &checks {
                 s.push_str(&format!(
                     "{:<40} {:<8} {:<10} {:<8} {}\n",
@@ -165,31 +182,57 @@ impl Paint {
 }
 
 fn area_of(a: &Audit, id: &str) -> Area {
-    a.results.iter().find(|r| r.info.id == id).map(|r| r.info.area).unwrap_or(Area::Platform)
+    a.results
+        .iter()
+        .find(|r| r.info.id == id)
+        .map(|r| r.info.area)
+        .unwrap_or(Area::Platform)
 }
 
 pub fn render_text(a: &Audit, color: bool) -> String {
     let p = Paint(color);
     let mut s = String::new();
-    let os = a.facts.os.as_ref().map(|o| o.pretty_name.clone()).unwrap_or_else(|| "unknown OS".into());
+    let os = a
+        .facts
+        .os
+        .as_ref()
+        .map(|o| o.pretty_name.clone())
+        .unwrap_or_else(|| "unknown OS".into());
     s.push_str(&format!("cloudprep audit of {} ({})\n\n", a.facts.root, os));
     let mut areas: Vec<Area> = a.findings.iter().map(|f| area_of(a, &f.id)).collect();
     areas.sort();
     areas.dedup();
     // Areas ordered by their worst finding.
     areas.sort_by_key(|ar| {
-        std::cmp::Reverse(a.findings.iter().filter(|f| area_of(a, &f.id) == *ar).map(|f| f.severity).max())
+        std::cmp::Reverse(
+            a.findings
+                .iter()
+                .filter(|f| area_of(a, &f.id) == *ar)
+                .map(|f| f.severity)
+                .max(),
+        )
     });
     for ar in areas {
         s.push_str(&p.c("1", &format!("== {} ==", ar.to_string().to_uppercase())));
         s.push('\n');
-        for (f, diffs) in a.findings.iter().zip(&a.finding_diffs).filter(|(f, _)| area_of(a, &f.id) == ar) {
+        for (f, diffs) in a
+            .findings
+            .iter()
+            .zip(&a.finding_diffs)
+            .filter(|(f, _)| area_of(a, &f.id) == ar)
+        {
             let status = match f.status {
                 Status::Open => String::new(),
                 Status::Error => p.c("1;35", " [CHECK ERROR]"),
                 Status::Waived => p.c("2", " [waived]"),
             };
-            s.push_str(&format!("{} {}{}: {}\n", p.sev(f.severity), p.c("1", &f.id), status, f.title));
+            s.push_str(&format!(
+                "{} {}{}: {}\n",
+                p.sev(f.severity),
+                p.c("1", &f.id),
+                status,
+                f.title
+            ));
             for line in wrap(&f.message, 96) {
                 s.push_str(&format!("    {line}\n"));
             }
@@ -198,12 +241,20 @@ pub fn render_text(a: &Audit, color: bool) -> String {
                     Some(l) => format!("{}:{}", e.path, l),
                     None => e.path.clone(),
                 };
-                s.push_str(&format!("    {} {}\n", p.c("2", &format!("{loc}:")), e.text));
+                s.push_str(&format!(
+                    "    {} {}\n",
+                    p.c("2", &format!("{loc}:")),
+                    e.text
+                ));
             }
             if !f.remediation.is_empty() {
                 let mut first = true;
                 for line in wrap(&f.remediation, 90) {
-                    s.push_str(&format!("    {} {}\n", if first { "fix:" } else { "    " }, line));
+                    s.push_str(&format!(
+                        "    {} {}\n",
+                        if first { "fix:" } else { "    " },
+                        line
+                    ));
                     first = false;
                 }
             }
@@ -235,10 +286,12 @@ pub fn render_text(a: &Audit, color: bool) -> String {
     s.push_str(&p.c("1", "== RECOMMENDATIONS =="));
     s.push('\n');
     let opt = |v: Option<String>| v.unwrap_or_else(|| "unknown (offline root)".into());
-    s.push_str(&format!("    flavour: at least {} vCPU, {} RAM; image min_disk {}\n",
+    s.push_str(&format!(
+        "    flavour: at least {} vCPU, {} RAM; image min_disk {}\n",
         opt(rec.min_vcpus.map(|c| c.to_string())),
         opt(rec.min_ram_mib.map(|m| format!("{m} MiB"))),
-        opt(rec.min_disk_gib.map(|d| format!("{d} GiB")))));
+        opt(rec.min_disk_gib.map(|d| format!("{d} GiB")))
+    ));
     s.push_str(&format!("    upload:  {}\n\n", rec.image_create));
     s.push_str(&summary_line(a, &p));
     s
@@ -249,13 +302,21 @@ fn summary_line(a: &Audit, p: &Paint) -> String {
     let w = a.count(Severity::Warning);
     let i = a.count(Severity::Info);
     let e = a.errors();
-    let waived = a.findings.iter().filter(|f| f.status == Status::Waived).count();
+    let waived = a
+        .findings
+        .iter()
+        .filter(|f| f.status == Status::Waived)
+        .count();
     let verdict = match a.exit_code() {
         0 => p.c("1;32", "READY"),
         1 => p.c("1;33", "READY WITH WARNINGS"),
         _ => p.c("1;31", "NOT READY"),
     };
-    let fixable = a.findings.iter().filter(|f| f.status == Status::Open && f.fix.is_some()).count();
+    let fixable = a
+        .findings
+        .iter()
+        .filter(|f| f.status == Status::Open && f.fix.is_some())
+        .count();
     format!(
         "{verdict}: {b} blocker(s), {w} warning(s), {i} info, {e} check error(s), {waived} waived; {} check(s) run, {fixable} finding(s) fixable by `cloudprep fix`\n",
         a.results.iter().filter(|r| r.outcome != audit::Outcome::Skipped).count()

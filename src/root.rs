@@ -27,7 +27,8 @@ pub struct Resolved {
 impl Root {
     pub fn new(base: impl AsRef<Path>) -> Result<Root> {
         let base = base.as_ref();
-        let canon = fs::canonicalize(base).with_context(|| format!("opening root {}", base.display()))?;
+        let canon =
+            fs::canonicalize(base).with_context(|| format!("opening root {}", base.display()))?;
         if !canon.is_dir() {
             bail!("root {} is not a directory", canon.display());
         }
@@ -84,7 +85,10 @@ impl Root {
             let host = self.host_of(&stack);
             let meta = match fs::symlink_metadata(&host) {
                 Ok(m) => m,
-                Err(e) if e.kind() == ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR) => {
+                Err(e)
+                    if e.kind() == ErrorKind::NotFound
+                        || e.raw_os_error() == Some(libc::ENOTDIR) =>
+                {
                     // Nothing more to follow: the rest is taken literally.
                     while let Some(c) = pending.pop() {
                         match c.as_str() {
@@ -104,9 +108,13 @@ impl Root {
             if meta.file_type().is_symlink() {
                 hops += 1;
                 if hops > MAX_SYMLINK_HOPS {
-                    bail!("too many levels of symbolic links (symlink loop) resolving {}", guest.display());
+                    bail!(
+                        "too many levels of symbolic links (symlink loop) resolving {}",
+                        guest.display()
+                    );
                 }
-                let target = fs::read_link(&host).with_context(|| format!("reading symlink {}", host.display()))?;
+                let target = fs::read_link(&host)
+                    .with_context(|| format!("reading symlink {}", host.display()))?;
                 stack.pop();
                 if target.is_absolute() {
                     stack.clear();
@@ -117,7 +125,10 @@ impl Root {
             }
         }
         let guest_str = format!("/{}", stack.join("/"));
-        Ok(Resolved { host: self.host_of(&stack), guest: guest_str })
+        Ok(Resolved {
+            host: self.host_of(&stack),
+            guest: guest_str,
+        })
     }
 
     fn host_of(&self, stack: &[String]) -> PathBuf {
@@ -145,16 +156,22 @@ impl Root {
         let guest = guest.as_ref();
         match self.read(guest)? {
             None => Ok(None),
-            Some(bytes) => text_from_bytes(bytes).map(Some).with_context(|| format!("reading {}", self.display(guest))),
+            Some(bytes) => text_from_bytes(bytes)
+                .map(Some)
+                .with_context(|| format!("reading {}", self.display(guest))),
         }
     }
 
     pub fn exists(&self, guest: impl AsRef<Path>) -> bool {
-        self.resolve(guest).map(|r| fs::symlink_metadata(r.host).is_ok()).unwrap_or(false)
+        self.resolve(guest)
+            .map(|r| fs::symlink_metadata(r.host).is_ok())
+            .unwrap_or(false)
     }
 
     pub fn is_dir(&self, guest: impl AsRef<Path>) -> bool {
-        self.resolve(guest).map(|r| r.host.is_dir()).unwrap_or(false)
+        self.resolve(guest)
+            .map(|r| r.host.is_dir())
+            .unwrap_or(false)
     }
 
     /// Sorted entry names of a directory; empty when it does not exist.
@@ -163,7 +180,9 @@ impl Root {
         let r = self.resolve(guest)?;
         let rd = match fs::read_dir(&r.host) {
             Ok(rd) => rd,
-            Err(e) if e.kind() == ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR) => {
+            Err(e)
+                if e.kind() == ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR) =>
+            {
                 return Ok(Vec::new())
             }
             Err(e) => return Err(e).with_context(|| format!("listing {}", self.display(guest))),
@@ -288,9 +307,20 @@ mod tests {
         let root = Root::new(d.path()).unwrap();
         fs::create_dir_all(d.path().join("run/resolvconf")).unwrap();
         fs::create_dir_all(d.path().join("etc")).unwrap();
-        fs::write(d.path().join("run/resolvconf/resolv.conf"), "nameserver 1.1.1.1\n").unwrap();
-        symlink("../run/resolvconf/resolv.conf", d.path().join("etc/resolv.conf")).unwrap();
-        assert_eq!(root.read_text("/etc/resolv.conf").unwrap().unwrap(), "nameserver 1.1.1.1\n");
+        fs::write(
+            d.path().join("run/resolvconf/resolv.conf"),
+            "nameserver 1.1.1.1\n",
+        )
+        .unwrap();
+        symlink(
+            "../run/resolvconf/resolv.conf",
+            d.path().join("etc/resolv.conf"),
+        )
+        .unwrap();
+        assert_eq!(
+            root.read_text("/etc/resolv.conf").unwrap().unwrap(),
+            "nameserver 1.1.1.1\n"
+        );
         let p = root.resolve_parent("/etc/resolv.conf").unwrap();
         assert_eq!(p.guest, "/etc/resolv.conf");
     }

@@ -1,0 +1,169 @@
+//! Shared test harness: real debootstrap roots, loop-device disk images, running the binary, and
+//! validating JSON reports against docs/report.schema.json.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub mod loopdev;
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_cloudprep"))
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// A real Debian root filesystem unpacked from the cached debootstrap tarball (scripts/mkroot.sh).
+pub struct Guest {
+    pub dir: tempfile::TempDir,
+}
+
+impl Guest {
+    /// A bookworm root with a kernel, grub-pc, ifupdown, openssh-server and initramfs-tools.
+    pub fn bookworm() -> Guest {
+        Guest::release("bookworm", "vm")
+    }
+
+    pub fn release(release: &str, variant: &str) -> Guest {
+        let dir = tempfile::Builder::new()
+            .prefix("cloudprep-guest.")
+            .tempdir_in(scratch())
+            .unwrap();
+        let st = Command::new(repo().join("scripts/mkroot.sh"))
+            .args([release, dir.path().to_str().unwrap(), variant])
+            .status()
+            .expect("running scripts/mkroot.sh");
+        assert!(st.success(), "scripts/mkroot.sh {release} failed");
+        Guest { dir }
+    }
+
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Host path of a guest path.
+    pub fn path(&self, guest: &str) -> PathBuf {
+        self.dir.path().join(guest.trim_start_matches('/'))
+    }
+
+    pub fn write(&self, guest: &str, content: &str) {
+        let p = self.path(guest);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, content).unwrap();
+    }
+
+    pub fn read(&self, guest: &str) -> String {
+        std::fs::read_to_string(self.path(guest)).unwrap_or_else(|e| panic!("reading {guest}: {e}"))
+    }
+
+    pub fn remove(&self, guest: &str) {
+        let p = self.path(guest);
+        if p.is_dir() {
+            std::fs::remove_dir_all(p).unwrap();
+        } else if p.exists() || p.is_symlink() {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+
+    /// Run cloudprep with `--root` pointing at this guest.
+    pub fn cloudprep(&self, args: &[&str]) -> Output {
+        run_cloudprep(self.root(), args)
+    }
+
+    /// `cloudprep audit --format json`; returns the exit code and the report (validated against the schema).
+    pub fn audit_json(&self, extra: &[&str]) -> (i32, serde_json::Value) {
+        audit_json(self.root(), extra)
+    }
+}
+
+/// Where big test trees go (not tmpfs: roots are ~700 MB).
+pub fn scratch() -> PathBuf {
+    let p = PathBuf::from(std::env::var("CLOUDPREP_SCRATCH").unwrap_or_else(|_| "/var/tmp".into()));
+    std::fs::create_dir_all(&p).unwrap();
+    p
+}
+
+pub fn run_cloudprep(root: &Path, args: &[&str]) -> Output {
+    let mut cmd = Command::new(bin());
+    cmd.args(args)
+        .arg("--root")
+        .arg(root)
+        .arg("--color")
+        .arg("never");
+    cmd.output().expect("running cloudprep")
+}
+
+pub fn audit_json(root: &Path, extra: &[&str]) -> (i32, serde_json::Value) {
+    let mut args = vec!["audit", "--format", "json"];
+    args.extend_from_slice(extra);
+    let out = run_cloudprep(root, &args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "audit JSON did not parse: {e}\nstdout: {}\nstderr: {stderr}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
+    validate_report(&v);
+    (out.status.code().unwrap_or(-1), v)
+}
+
+/// Validate a report against docs/report.schema.json; panics with every violation.
+pub fn validate_report(v: &serde_json::Value) {
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("docs/report.schema.json")).unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::validator_for(&schema).expect("schema compiles");
+    let errors: Vec<String> = validator
+        .iter_errors(v)
+        .map(|e| format!("{} at {}", e, e.instance_path))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "report does not match docs/report.schema.json:\n{}",
+        errors.join("\n")
+    );
+}
+
+/// Findings of a report with the given check id.
+pub fn findings<'a>(report: &'a serde_json::Value, id: &str) -> Vec<&'a serde_json::Value> {
+    report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["id"] == id)
+        .collect()
+}
+
+/// Does the report have a finding `id` with evidence at `path` (and `line`, when given)?
+pub fn has_evidence(report: &serde_json::Value, id: &str, path: &str, line: Option<u64>) -> bool {
+    findings(report, id).iter().any(|f| {
+        f["evidence"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["path"] == path && line.is_none_or(|l| e["line"] == l))
+    })
+}
+
+/// Run a command, panicking with its output on failure.
+pub fn sh(cmd: &str, args: &[&str]) -> String {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
