@@ -2,6 +2,7 @@
 # Build (once) and unpack a real Debian root filesystem made with debootstrap, for the tests.
 #   scripts/mkroot.sh RELEASE DEST [VARIANT]
 # VARIANT: "vm" (default: kernel, grub-pc, ifupdown, openssh-server, initramfs: a VMware-era guest's packages)
+#          "cloud" (vm plus cloud-init: the base of a cloud-ready guest)
 #          "min" (minbase only: for packaging tests).
 # The debootstrap result is cached as a tarball under $CLOUDPREP_CACHE (default /var/cache/cloudprep-tests)
 # so later runs on the same machine only unpack it. The mirror is read from the host's apt sources.
@@ -19,6 +20,7 @@ mirror() {
     echo "$m"
 }
 
+vm_pkgs="linux-image-amd64,grub-pc,ifupdown,isc-dhcp-client,openssh-server,initramfs-tools,zstd,iproute2,netbase,sudo,kmod,udev,systemd-sysv,dbus,locales"
 if [ ! -s "$tarball" ]; then
     exec 9>"$cache/.lock-$release-$variant"
     flock 9
@@ -26,7 +28,8 @@ if [ ! -s "$tarball" ]; then
         work=$(mktemp -d "$cache/build.XXXXXX")
         trap 'umount -R "$work/root" 2>/dev/null || true; rm -rf "$work"' EXIT
         case "$variant" in
-            vm)  include="linux-image-amd64,grub-pc,ifupdown,isc-dhcp-client,openssh-server,initramfs-tools,zstd,iproute2,ifupdown,netbase,sudo,kmod,udev,systemd-sysv,dbus,locales" ;;
+            vm)  include="$vm_pkgs" ;;
+            cloud) include="$vm_pkgs,cloud-init" ;;
             min) include="" ;;
             *) echo "mkroot: unknown variant $variant" >&2; exit 2 ;;
         esac
