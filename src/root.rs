@@ -143,6 +143,12 @@ impl Root {
     pub fn read(&self, guest: impl AsRef<Path>) -> Result<Option<Vec<u8>>> {
         let guest = guest.as_ref();
         let r = self.resolve(guest)?;
+        match fs::metadata(&r.host) {
+            Ok(m) if m.is_dir() => bail!("reading {}: is a directory, expected a file", self.display(guest)),
+            // A FIFO or device where a config file belongs would block or stream forever.
+            Ok(m) if !m.is_file() => bail!("reading {}: not a regular file", self.display(guest)),
+            _ => {}
+        }
         match fs::read(&r.host) {
             Ok(b) => Ok(Some(b)),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
@@ -291,6 +297,18 @@ mod tests {
         symlink("/a", d.path().join("b")).unwrap();
         let e = root.read_text("/a").unwrap_err();
         assert!(format!("{e:#}").contains("symlink loop"), "{e:#}");
+    }
+
+    #[test]
+    fn special_files_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let root = Root::new(d.path()).unwrap();
+        fs::create_dir_all(d.path().join("etc/fstab")).unwrap();
+        let e = root.read_text("/etc/fstab").unwrap_err();
+        assert!(format!("{e:#}").contains("is a directory"), "{e:#}");
+        nix::unistd::mkfifo(&d.path().join("etc/fifo"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let e = root.read_text("/etc/fifo").unwrap_err();
+        assert!(format!("{e:#}").contains("not a regular file"), "{e:#}");
     }
 
     #[test]
