@@ -29,7 +29,7 @@ if [ ! -s "$tarball" ]; then
         trap 'umount -R "$work/root" 2>/dev/null || true; rm -rf "$work"' EXIT
         case "$variant" in
             vm)  include="$vm_pkgs" ;;
-            cloud) include="$vm_pkgs,cloud-init" ;;
+            cloud) include="$vm_pkgs" ;;
             min) include="" ;;
             *) echo "mkroot: unknown variant $variant" >&2; exit 2 ;;
         esac
@@ -37,6 +37,16 @@ if [ ! -s "$tarball" ]; then
         # grub-pc asks debconf questions; a noninteractive frontend keeps debootstrap unattended.
         DEBIAN_FRONTEND=noninteractive debootstrap --variant=minbase ${include:+--include="$include"} \
             "$release" "$work/root" "$(mirror)" >"$work/log" 2>&1 || { tail -n 30 "$work/log" >&2; exit 1; }
+        if [ "$variant" = cloud ]; then
+            # cloud-init in debootstrap's --include fails to configure (python3 ordering): add it with apt.
+            mount -t proc proc "$work/root/proc"
+            mount --bind /dev "$work/root/dev"
+            echo "deb $(mirror) $release main" > "$work/root/etc/apt/sources.list"
+            chroot "$work/root" env DEBIAN_FRONTEND=noninteractive LC_ALL=C sh -c \
+                'apt-get update -q && apt-get install -y -q --no-install-recommends cloud-init' >>"$work/log" 2>&1 \
+                || { tail -n 30 "$work/log" >&2; exit 1; }
+            umount "$work/root/dev" "$work/root/proc"
+        fi
         rm -rf "$work/root/var/cache/apt/archives/"*.deb "$work/root/var/lib/apt/lists/"*_Packages
         tar -C "$work/root" --numeric-owner --xattrs -cf "$tarball.tmp" .
         mv "$tarball.tmp" "$tarball"
