@@ -440,10 +440,10 @@ pub fn parse_shutdown_kind(list_jobs: &str) -> ShutdownKind {
             | "kexec.target"
             | "systemd-reboot.service"
             | "systemd-kexec.service"
-            | "soft-reboot.target" => {
-                if kind == ShutdownKind::Unknown {
-                    kind = ShutdownKind::Reboot
-                }
+            | "soft-reboot.target"
+                if kind == ShutdownKind::Unknown =>
+            {
+                kind = ShutdownKind::Reboot
             }
             _ => {}
         }
@@ -713,7 +713,7 @@ pub fn debconf_install_devices(devices: &[String]) -> String {
     )
 }
 
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Serialize)]
 struct FirstbootSteps {
     grub: String,
     hypervisor_tools: String,
@@ -728,10 +728,9 @@ pub fn cmd_firstboot(g: &Global) -> Result<i32> {
     let config = Config::load(&root, g.config.as_deref())?;
     let facts = crate::facts::Facts::gather(&root);
     let mut failed = false;
-    let mut steps = FirstbootSteps::default();
 
     // 1. GRUB into the MBR of the new boot disk, and debconf told so.
-    steps.grub = if !facts.installed("grub-pc") {
+    let grub: String = if !facts.installed("grub-pc") {
         "skipped: grub-pc is not installed".into()
     } else if !root.is_live() {
         "skipped: the boot disk of an offline root is unknown".into()
@@ -769,7 +768,7 @@ pub fn cmd_firstboot(g: &Global) -> Result<i32> {
             }
         }
     };
-    println!("cloudprep firstboot: grub: {}", steps.grub);
+    println!("cloudprep firstboot: grub: {grub}");
 
     // 2. The old hypervisor's tools.
     let tools: Vec<&str> = HYPERVISOR_TOOLS
@@ -777,7 +776,7 @@ pub fn cmd_firstboot(g: &Global) -> Result<i32> {
         .copied()
         .filter(|p| facts.installed(p))
         .collect();
-    steps.hypervisor_tools = if !config.fix.remove_hypervisor_tools {
+    let hypervisor_tools: String = if !config.fix.remove_hypervisor_tools {
         "kept (fix.remove_hypervisor_tools = false)".into()
     } else if tools.is_empty() {
         "none installed".into()
@@ -792,10 +791,11 @@ pub fn cmd_firstboot(g: &Global) -> Result<i32> {
             }
         }
     };
-    println!(
-        "cloudprep firstboot: hypervisor tools: {}",
-        steps.hypervisor_tools
-    );
+    println!("cloudprep firstboot: hypervisor tools: {hypervisor_tools}");
+    let steps = FirstbootSteps {
+        grub,
+        hypervisor_tools,
+    };
     drop(facts);
 
     // 3. The audit, now on the cloud's hardware.
