@@ -15,7 +15,7 @@ out=${1:-target/deb}
 target=x86_64-unknown-linux-musl
 deb=packaging/debian
 
-cargo build --release --locked --target "$target" >&2
+cargo build --release --target "$target" >&2
 bin=target/$target/release/cloudprep
 
 # A dynamic binary would not run on older guests: refuse to package one.

@@ -351,9 +351,13 @@ pub fn cmd_disarm(g: &Global) -> Result<i32> {
     let root = Root::new(&g.root)?;
     let was = disarm_premigrate(&root)?;
     if systemd_running(&root) {
-        systemctl(&["daemon-reload"])?;
         // Safe: the marker is gone and the system is not shutting down, so ExecStop= does nothing.
-        systemctl(&["stop", PREMIGRATE_UNIT])?;
+        // Disarmed is disarmed even if systemd cannot be told (e.g. from a package removal).
+        for args in [&["daemon-reload"][..], &["stop", PREMIGRATE_UNIT][..]] {
+            if let Err(e) = systemctl(args) {
+                eprintln!("cloudprep: warning: {e:#}");
+            }
+        }
     }
     println!(
         "cloudprep: {PREMIGRATE_UNIT} {}",

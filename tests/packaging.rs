@@ -80,6 +80,19 @@ fn binary_is_static_stripped_and_the_deb_is_lintian_clean() {
     let v = sh(bin.to_str().unwrap(), &["--version"]);
     assert_eq!(v.trim(), format!("cloudprep {}", env!("CARGO_PKG_VERSION")));
 
+    // Reproducible: a second build is byte-identical (SOURCE_DATE_EPOCH from the changelog).
+    let again = tempfile::tempdir().unwrap();
+    let o = Command::new(repo().join("packaging/build-deb.sh"))
+        .arg(again.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let second = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
+    assert!(
+        std::fs::read(&second).unwrap() == std::fs::read(deb()).unwrap(),
+        "the .deb is not reproducible"
+    );
+
     // Old dpkg reads only gzip (or uncompressed) members.
     let members = sh("ar", &["t", deb().to_str().unwrap()]);
     assert_eq!(
