@@ -646,3 +646,111 @@ fn firstboot_runs_once_on_an_offline_root() {
     assert_eq!(o.status.code(), Some(0));
     assert!(!g.path("/var/lib/cloudprep/firstboot-report.json").exists());
 }
+
+/// Boot the guest with systemd as PID 1 in a container (systemd-nspawn, private network) until it powers
+/// off by itself; `driver` is the ExecStart= list of a unit run at the end of the boot.
+fn boot_container(root: &Path, driver: &[&str]) -> String {
+    let mut unit = String::from(
+        "[Unit]\nAfter=cloudprep-premigrate.service multi-user.target\n[Service]\nType=oneshot\n",
+    );
+    for d in driver {
+        unit.push_str(&format!("ExecStart={d}\n"));
+    }
+    unit.push_str("[Install]\nWantedBy=multi-user.target\n");
+    std::fs::write(root.join("etc/systemd/system/test-driver.service"), unit).unwrap();
+    let link = root.join("etc/systemd/system/multi-user.target.wants/test-driver.service");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink("/etc/systemd/system/test-driver.service", &link).unwrap();
+    let o = Command::new("timeout")
+        .args([
+            "180",
+            "systemd-nspawn",
+            "-q",
+            "-b",
+            "--register=no",
+            "--keep-unit",
+        ])
+        .args(["--private-network", "--console=pipe", "-D"])
+        .arg(root)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("running systemd-nspawn");
+    assert_ne!(
+        o.status.code(),
+        Some(124),
+        "the container did not shut down:\n{}",
+        text(&o)
+    );
+    let j = Command::new("journalctl")
+        .arg("-D")
+        .arg(root.join("var/log/journal"))
+        .args(["--no-pager", "-o", "cat"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&j.stdout).into_owned()
+}
+
+/// The units under a real systemd (252, in a container): a manual stop and a reboot do not migrate; a
+/// power-off runs the sequence, disarms it and arms the first boot, which does not run outside KVM.
+#[test]
+fn premigrate_unit_under_systemd_runs_only_at_poweroff() {
+    need_root!();
+    if Command::new("systemd-nspawn")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        panic!("systemd-nspawn missing: ./x.sh setup installs systemd-container");
+    }
+    let guest = common::Guest::release("bookworm", "vm");
+    let root = guest.root().to_path_buf();
+    let name = deb().file_name().unwrap().to_str().unwrap().to_string();
+    std::fs::copy(deb(), root.join("tmp").join(&name)).unwrap();
+    chroot_ok(&root, &["dpkg", "-i", &format!("/tmp/{name}")]);
+    chroot_ok(&root, &["cloudprep", "arm"]);
+    let state = root.join("var/lib/cloudprep");
+    let marker = state.join("premigrate-armed");
+
+    // Boot 1: a manual stop (and start) of the unit, then a reboot: nothing happens, still armed.
+    let j = boot_container(
+        &root,
+        &[
+            "/bin/systemctl stop cloudprep-premigrate.service",
+            "/bin/systemctl start cloudprep-premigrate.service",
+            "/bin/systemctl reboot --no-block",
+        ],
+    );
+    assert!(
+        j.contains("nothing to do: the system is not shutting down"),
+        "{j}"
+    );
+    assert!(j.contains("this shutdown is a reboot"), "{j}");
+    assert!(marker.is_file(), "disarmed by a stop or a reboot:\n{j}");
+    assert!(!state.join("premigrate-report.json").exists(), "{j}");
+
+    // Boot 2: power-off: audit, fix, audit, reports, first boot armed, pre-migration disarmed.
+    let j = boot_container(&root, &["/bin/systemctl poweroff --no-block"]);
+    assert!(j.contains("cloudprep premigrate: auditing /"), "{j}");
+    assert!(!marker.exists(), "{j}");
+    assert!(wants(&root, PREMIGRATE).symlink_metadata().is_err());
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(state.join("premigrate-summary.json")).unwrap(),
+    )
+    .unwrap();
+    let report: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(state.join("premigrate-report.json")).unwrap(),
+    )
+    .unwrap();
+    common::validate_report(&report);
+    assert_eq!(summary["export"], "none");
+    let ready = summary["audit_after_exit"].as_i64().unwrap() < 2;
+    assert_eq!(state.join("firstboot-armed").is_file(), ready, "{summary}");
+
+    // Boot 3: not KVM (a container): the first-boot unit's condition keeps it from running.
+    if ready {
+        let j = boot_container(&root, &["/bin/systemctl poweroff --no-block"]);
+        assert!(state.join("firstboot-armed").is_file(), "{j}");
+        assert!(!state.join("firstboot-report.json").exists(), "{j}");
+        assert!(!j.contains("cloudprep firstboot:"), "{j}");
+    }
+}
