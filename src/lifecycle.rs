@@ -302,6 +302,11 @@ pub fn cmd_arm(g: &Global, a: &ArmArgs) -> Result<i32> {
     // Refuse a configuration premigrate could not carry out, now rather than during the shutdown.
     let export = state.export_config(&config.export);
     let args = export_args(&export).context("checking the export settings")?;
+    if a.format.is_some() && args.is_none() {
+        bail!(
+            "--format needs --export FILE|DEVICE (or [export] enabled = true in the configuration)"
+        );
+    }
     if let Some(ea) = &args {
         if root.is_live() {
             check_export_target(&ea.output)?;

@@ -442,9 +442,13 @@ fn lifecycle_in(release: &str, variant: &str) {
     assert!(!marker.exists() && wants(&root, PREMIGRATE).symlink_metadata().is_err());
     assert!(!root.join("etc/systemd/system/poweroff.target.d").exists());
     // A bad export setting is refused at arm time, not during the shutdown.
-    let o = chroot(&root, &["cloudprep", "arm", "--export", "-"]);
-    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
-    assert!(!marker.exists());
+    for bad in [&["--export", "-"][..], &["--format", "qcow2"][..]] {
+        let mut args = vec!["cloudprep", "arm"];
+        args.extend_from_slice(bad);
+        let o = chroot(&root, &args);
+        assert_eq!(o.status.code(), Some(3), "{bad:?}: {}", text(&o));
+        assert!(!marker.exists());
+    }
 
     // An upgrade (reinstall) keeps an armed machine armed and enables nothing else.
     chroot_ok(&root, &["cloudprep", "arm"]);
