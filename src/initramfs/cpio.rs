@@ -233,7 +233,12 @@ impl Parser {
             std::str::from_utf8(s)
                 .ok()
                 .and_then(|s| u32::from_str_radix(s, 16).ok())
-                .ok_or_else(|| anyhow!("bad hex field {:?} in cpio header", String::from_utf8_lossy(s)))
+                .ok_or_else(|| {
+                    anyhow!(
+                        "bad hex field {:?} in cpio header",
+                        String::from_utf8_lossy(s)
+                    )
+                })
         };
         self.mode = field(1)?;
         self.filesize = field(6)? as u64;
@@ -527,7 +532,11 @@ mod tests {
     #[test]
     fn early_raw_then_gzip_then_padding() {
         let early = newc(&[("kernel/x86/microcode/AuthenticAMD.bin", 0o100644, b"mc")]);
-        let main = newc(&[("lib/modules/6.1.0-1-amd64/kernel/drivers/block/virtio_blk.ko", 0o100644, &[7u8; 1000])]);
+        let main = newc(&[(
+            "lib/modules/6.1.0-1-amd64/kernel/drivers/block/virtio_blk.ko",
+            0o100644,
+            &[7u8; 1000],
+        )]);
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         gz.write_all(&main).unwrap();
         let mut img = early.clone();
