@@ -1,4 +1,7 @@
-//! Checks: grub.
+//! Checks: GRUB (boot loader in the MBR / removable EFI path, device names, debconf install devices,
+//! serial console).
+
+pub mod shell;
 
 use crate::check::Check;
 
