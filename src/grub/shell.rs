@@ -562,7 +562,7 @@ mod tests {
         let d = r.last("D").unwrap();
         assert_eq!(
             (d.value.as_str(), d.line, d.end_line, d.simple),
-            ("one   two", 4, 5, false)
+            ("one   two", 5, 6, false)
         );
         assert_eq!(r.last("E").unwrap().value, "3");
         assert_eq!(r.last("F").unwrap().raw, "$(echo \"(\" hi)");
