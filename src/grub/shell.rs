@@ -319,7 +319,11 @@ pub fn parse(content: &str, env: &mut HashMap<String, String>) -> Parsed {
             // `A=1 cmd` only sets A for cmd.
             continue;
         }
-        let simple = found.len() == 1 && !command;
+        // Alone on its lines: nothing before it on its first line, and it ends at a newline (or EOF).
+        let line_start = lines.starts[lines.of(words[0].0) - 1];
+        let alone = content[line_start..words[0].0].trim().is_empty()
+            && (end_pos + 1 >= b.len() || b[end_pos] == b'\n');
+        let simple = found.len() == 1 && !command && alone;
         let end_line = lines.of(end_pos);
         for (s, e, eq) in found {
             let name = content[s..s + eq].to_string();
