@@ -446,8 +446,11 @@ fn check_install_devices(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
 // ---------------------------------------------------------------------------------------------------------
 // boot.root-device-names
 
-/// `root=`/`resume=` words naming bad devices in a list of words: (word, param, device, why).
-fn bad_params(words: &[&str]) -> Vec<(String, &'static str, String, &'static str)> {
+/// A `root=`/`resume=` word naming a bad device: (word, param, device, why).
+pub type BadParam = (String, &'static str, String, &'static str);
+
+/// `root=`/`resume=` words naming bad devices in a list of words.
+fn bad_params(words: &[&str]) -> Vec<BadParam> {
     let mut v = Vec::new();
     for w in words {
         let w = w.trim_matches(|c| c == '"' || c == '\'');
@@ -468,13 +471,7 @@ fn bad_params(words: &[&str]) -> Vec<(String, &'static str, String, &'static str
 }
 
 /// Kernel command lines in a grub.cfg (or menu.lst): (line, text, bad params).
-pub fn grub_cfg_bad_params(
-    text: &str,
-) -> Vec<(
-    usize,
-    String,
-    Vec<(String, &'static str, String, &'static str)>,
-)> {
+pub fn grub_cfg_bad_params(text: &str) -> Vec<(usize, String, Vec<BadParam>)> {
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let words: Vec<&str> = line.split_whitespace().collect();
