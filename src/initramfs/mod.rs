@@ -336,6 +336,28 @@ fn check_virtio_initramfs(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
                 if dep_policy.is_some() { " (MODULES=dep builds the initramfs only for the current VMware/Hyper-V hardware)" } else { "" }
             )
         };
+        // A driver the kernel does not ship at all cannot be added to its initramfs.
+        let mut msg = msg;
+        for dir in ["/lib/modules", "/usr/lib/modules"] {
+            if let Some(dep) = ctx
+                .root
+                .read_text(format!("{dir}/{}/modules.dep", st.ver))?
+            {
+                let avail = available_modules(&dep);
+                let absent: Vec<&String> =
+                    st.missing.iter().filter(|m| !avail.contains(*m)).collect();
+                if !absent.is_empty() {
+                    let names: Vec<&str> = absent.iter().map(|s| s.as_str()).collect();
+                    msg.push_str(&format!(
+                        "; kernel {} does not ship {} at all (not in {dir}/{}/modules.dep): install a kernel with virtio support",
+                        st.ver,
+                        names.join(", "),
+                        st.ver
+                    ));
+                }
+                break;
+            }
+        }
         let cmd = if st.absent {
             PlannedCommand::new(
                 Phase::Post,
@@ -389,7 +411,36 @@ fn check_virtio_initramfs(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
             }
         }
     }
+    // The fix is for initramfs-tools (Debian/Ubuntu); a guest with another generator gets no automatic fix.
+    let itools = ctx.facts.packages.is_empty()
+        || ctx.facts.installed("initramfs-tools")
+        || ctx.root.exists("/usr/sbin/update-initramfs");
+    if !itools {
+        for f in &mut findings {
+            f.fix = None;
+            f.remediation = format!(
+                "initramfs-tools is not installed: add {} to the initramfs generator's driver list (dracut: \
+                 add_drivers+=\" ... \") and rebuild the initramfs of every kernel.",
+                to_add.join(" ")
+            );
+        }
+    }
     Ok(findings)
+}
+
+/// Modules a kernel ships, from its `modules.dep` (`kernel/drivers/block/virtio_blk.ko: deps`).
+pub fn available_modules(modules_dep: &str) -> BTreeSet<String> {
+    modules_dep
+        .lines()
+        .filter_map(|l| l.split(':').next())
+        .filter_map(|p| p.trim().rsplit('/').next())
+        .filter_map(|b| {
+            [".ko", ".ko.xz", ".ko.zst", ".ko.gz"]
+                .iter()
+                .find_map(|s| b.strip_suffix(s))
+        })
+        .map(|s| s.replace('-', "_"))
+        .collect()
 }
 
 /// Bytes /boot needs free to rebuild the largest initramfs: two copies (new + old during the rename) plus a
@@ -532,6 +583,13 @@ mod tests {
         );
         assert!(modules_policy(&files[..1]).unwrap().0 == "most");
         assert!(modules_policy(&[]).is_none());
+    }
+
+    #[test]
+    fn modules_dep_names() {
+        let a = available_modules("kernel/drivers/block/virtio_blk.ko.xz: kernel/drivers/virtio/virtio.ko.xz\nkernel/drivers/net/virtio-net.ko:\ngarbage\n");
+        assert!(a.contains("virtio_blk") && a.contains("virtio_net"));
+        assert_eq!(a.len(), 2);
     }
 
     #[test]
