@@ -923,3 +923,26 @@ mod tests {
         assert!(boot_disk(&f).is_err());
     }
 }
+
+#[cfg(test)]
+mod compose_tests {
+    use super::*;
+
+    #[test]
+    fn device_then_serial_then_uuid_compose() {
+        let t = "GRUB_DISABLE_LINUX_UUID=true\nGRUB_CMDLINE_LINUX=\"root=/dev/sda1 net.ifnames=0\"\nGRUB_CMDLINE_LINUX=\"$GRUB_CMDLINE_LINUX \\\n  resume=/dev/disk/by-id/ata-VMware_Virtual_IDE_Hard_Drive_00000000000000000001-part5\"\n";
+        let a = rewrite_cmdline_devices(t, &BTreeMap::new()).unwrap();
+        let b = add_serial_console(&a).unwrap();
+        let c = enable_linux_uuid(&b).unwrap();
+        assert_eq!(
+            c,
+            "#GRUB_DISABLE_LINUX_UUID=true\nGRUB_CMDLINE_LINUX=\"net.ifnames=0\"\nGRUB_CMDLINE_LINUX=\"$GRUB_CMDLINE_LINUX console=tty0 console=ttyS0,115200\"\n"
+        );
+        let (p, env) = parse_defaults(&[(DEFAULT_GRUB.to_string(), c.clone())]);
+        assert!(p[0].1.bad.is_empty());
+        assert_eq!(
+            env["GRUB_CMDLINE_LINUX"],
+            "net.ifnames=0 console=tty0 console=ttyS0,115200"
+        );
+    }
+}
