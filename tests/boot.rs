@@ -400,8 +400,7 @@ fn vmware_guest_boot_findings_and_plan() {
     );
     assert!(dgt.contains("#GRUB_DISABLE_LINUX_UUID=true"));
     assert!(
-        dgt.contains("GRUB_CMDLINE_LINUX=\"net.ifnames=0 console=tty0 console=ttyS0,115200\"")
-            || dgt.contains("console=ttyS0,115200\""),
+        dgt.contains("\nGRUB_CMDLINE_LINUX=\"net.ifnames=0\"\nGRUB_CMDLINE_LINUX=\"$GRUB_CMDLINE_LINUX console=tty0 console=ttyS0,115200\"\n"),
         "{dgt}"
     );
     let out = Command::new("sh")
