@@ -579,3 +579,123 @@ fn grub_boot_code_in_the_mbr() {
     let a = run_with_facts(&root, &config, &sel, f);
     assert!(a.findings.is_empty(), "{:?}", a.findings);
 }
+
+#[test]
+fn root_device_resolved_to_uuid_from_facts_and_config() {
+    let d = tempfile::tempdir().unwrap();
+    let root = Root::new(d.path()).unwrap();
+    std::fs::create_dir_all(d.path().join("etc/default")).unwrap();
+    std::fs::write(
+        d.path().join("etc/default/grub"),
+        "GRUB_CMDLINE_LINUX_DEFAULT=\"quiet resume=/dev/sdb1\"\nGRUB_CMDLINE_LINUX='root=/dev/sda1 console=ttyS0,115200n8'\n",
+    )
+    .unwrap();
+    let mut facts = Facts::default();
+    facts.filesystems.push(cloudprep::facts::Filesystem {
+        device: "/dev/sda1".into(),
+        fstype: "ext4".into(),
+        uuid: Some("0a1b2c3d-1111-2222-3333-444455556666".into()),
+        ..Default::default()
+    });
+    let config = Config::parse("[devices]\n\"/dev/sdb1\" = \"UUID=77-88\"\n").unwrap();
+    let sel = Selection {
+        only: vec!["boot.".into()],
+        skip: vec![],
+    };
+    let a = run_with_facts(&root, &config, &sel, facts);
+    let ids: Vec<&str> = a
+        .findings
+        .iter()
+        .filter(|f| f.severity != cloudprep::check::Severity::Info)
+        .map(|f| f.id.as_str())
+        .collect();
+    // console=ttyS0,115200n8 counts as a serial console.
+    assert_eq!(ids, vec!["boot.root-device-names"], "{:?}", a.findings);
+    let pf = a
+        .plan
+        .files
+        .iter()
+        .find(|f| f.path == "/etc/default/grub")
+        .unwrap();
+    let after = apply_edits(
+        &pf.edits,
+        true,
+        &std::fs::read_to_string(d.path().join("etc/default/grub")).unwrap(),
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(
+        after,
+        "GRUB_CMDLINE_LINUX_DEFAULT=\"quiet resume=UUID=77-88\"\nGRUB_CMDLINE_LINUX='root=UUID=0a1b2c3d-1111-2222-3333-444455556666 console=ttyS0,115200n8'\n"
+    );
+    std::fs::write(d.path().join("etc/default/grub"), &after).unwrap();
+    sh(
+        "sh",
+        &["-n", d.path().join("etc/default/grub").to_str().unwrap()],
+    );
+    assert_eq!(
+        a.plan
+            .commands
+            .iter()
+            .map(|c| c.argv.join(" "))
+            .collect::<Vec<_>>(),
+        vec!["update-grub"]
+    );
+}
+
+#[test]
+fn mbr_of_a_real_loop_disk() {
+    if !common::is_root() {
+        eprintln!("skipped: needs root for loop devices");
+        return;
+    }
+    let g = Guest::bookworm();
+    let root = Root::new(g.root()).unwrap();
+    let disk = common::loopdev::LoopDisk::new(16, "label: dos\n,,L,*\n");
+    let part = disk.part(1);
+    assert!(Path::new(&part).exists(), "{part} missing");
+    // Facts as the probe reports them for a root on the loop disk's first partition: the disk is found
+    // through sysfs.
+    let mut f = Facts::gather(&root);
+    f.root_device = Some(part.clone());
+    f.disks.clear();
+    f.mounts.push(Mount {
+        target: "/".into(),
+        source: part.clone(),
+        fstype: "ext4".into(),
+        options: "rw".into(),
+        dev: "7:1".into(),
+    });
+    let sel = Selection {
+        only: vec!["boot.grub-installed".into()],
+        skip: vec![],
+    };
+    let config = Config::default();
+    let a = run_with_facts(&root, &config, &sel, f.clone());
+    assert_eq!(a.findings.len(), 1);
+    assert_eq!(
+        a.findings[0].severity,
+        cloudprep::check::Severity::Blocker,
+        "{:?}",
+        a.findings
+    );
+    assert_eq!(
+        a.plan.commands[0].argv,
+        vec!["grub-install".to_string(), disk.dev.clone()]
+    );
+    // Put GRUB's boot.img into the MBR (keeping the partition table), as grub-install does.
+    let boot_img = std::fs::read(g.path("/usr/lib/grub/i386-pc/boot.img")).unwrap();
+    sh(
+        "dd",
+        &[
+            &format!("if={}", g.path("/usr/lib/grub/i386-pc/boot.img").display()),
+            &format!("of={}", disk.dev),
+            "bs=440",
+            "count=1",
+            "conv=notrunc,fsync",
+        ],
+    );
+    assert_eq!(boot_img.len(), 512);
+    let a = run_with_facts(&root, &config, &sel, f);
+    assert!(a.findings.is_empty(), "{:?}", a.findings);
+}

@@ -283,7 +283,8 @@ fn check_grub_installed(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
     }
     if f.packages.is_empty() {
         return Ok(vec![Finding::new(info, "the installed packages are unknown (no dpkg status), so the boot loader could not be verified")
-            .severity(Severity::Info)]);
+            .severity(Severity::Info)
+            .remediation("Run the audit on a root with /var/lib/dpkg/status.")]);
     }
     if !f.installed("grub-pc") {
         let other = ["grub-legacy", "grub", "lilo", "extlinux", "syslinux"]
