@@ -656,4 +656,28 @@ mod tests {
             out
         );
     }
+
+    #[test]
+    fn random_input_never_panics() {
+        let alphabet: &[u8] = b"AB_=\"'\\$`(){}#; \t\r\nxyz0";
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..3000 {
+            let len = (seed % 40) as usize;
+            let mut s = Vec::new();
+            for _ in 0..len {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                s.push(alphabet[(seed % alphabet.len() as u64) as usize]);
+            }
+            let t = String::from_utf8(s).unwrap();
+            let r = p(&t);
+            for a in &r.assignments {
+                let _ = edit_words(&a.raw, |_| WordEdit::Remove);
+                let _ = append_words(&a.raw, &["x"]);
+            }
+            let _ = comment_out(&t, |_| true);
+            let _ = rewrite_values(&t, |_| Ok(Some("v".into())));
+        }
+    }
 }

@@ -628,4 +628,31 @@ mod tests {
         let l = list(&b""[..]).unwrap();
         assert!(l.entries.is_empty() && l.segments.is_empty());
     }
+
+    #[test]
+    fn corrupted_archives_never_panic() {
+        let a = newc(&[
+            ("x", 0o100644, &[1u8; 100]),
+            ("lib/modules/v/virtio_blk.ko", 0o100644, b"k"),
+        ]);
+        let gz = {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(&a).unwrap();
+            e.finish().unwrap()
+        };
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for base in [a.clone(), gz, zstd::encode_all(&a[..], 1).unwrap()] {
+            for _ in 0..500 {
+                let mut v = base.clone();
+                for _ in 0..3 {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    let i = (seed % v.len() as u64) as usize;
+                    v[i] = (seed >> 32) as u8;
+                }
+                let _ = list(&v[..]);
+            }
+        }
+    }
 }
