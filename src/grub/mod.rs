@@ -96,22 +96,22 @@ pub fn bad_device(dev: &str) -> Option<&'static str> {
     if let Some(r) = dev.strip_prefix("/dev/sd") {
         if kname(r) {
             return Some(
-                "a SCSI/SATA disk name of the old hypervisor (the cloud's disk is /dev/vda)",
+                "a SCSI/SATA disk name of the old hypervisor; the cloud's disk is /dev/vda",
             );
         }
     }
     if let Some(r) = dev.strip_prefix("/dev/hd") {
         if kname(r) {
-            return Some("an IDE disk name (the cloud's disk is /dev/vda)");
+            return Some("an IDE disk name; the cloud's disk is /dev/vda");
         }
     }
     if let Some(r) = dev.strip_prefix("/dev/xvd") {
         if kname(r) {
-            return Some("a Xen disk name (the cloud's disk is /dev/vda)");
+            return Some("a Xen disk name; the cloud's disk is /dev/vda");
         }
     }
     if dev.starts_with("/dev/nvme") {
-        return Some("an NVMe disk name (the cloud's disk is /dev/vda)");
+        return Some("an NVMe disk name; the cloud's disk is /dev/vda");
     }
     if dev.starts_with("/dev/disk/by-id/") {
         return Some("a by-id link made from the old hypervisor's disk model and serial");

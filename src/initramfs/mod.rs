@@ -399,7 +399,7 @@ fn check_virtio_initramfs(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
                         info,
                         format!(
                             "MODULES=dep and {} not listed in {MODULES_FILE}: the next initramfs rebuild on the old \
-                             hypervisor (a kernel update, or this fix run) leaves the virtio drivers out",
+                             hypervisor (a kernel update, or any fix that rebuilds it) leaves the virtio drivers out",
                             unlisted.join(", ")
                         ),
                     )
