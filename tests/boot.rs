@@ -699,3 +699,43 @@ fn mbr_of_a_real_loop_disk() {
     let a = run_with_facts(&root, &config, &sel, f);
     assert!(a.findings.is_empty(), "{:?}", a.findings);
 }
+
+#[test]
+fn free_space_in_a_small_boot_filesystem() {
+    if !common::is_root() {
+        eprintln!("skipped: needs root for loop devices");
+        return;
+    }
+    let d = tempfile::tempdir_in(common::scratch()).unwrap();
+    let mut disk = common::loopdev::LoopDisk::new(48, "");
+    sh("mkfs.ext4", &["-q", "-F", "-m", "0", &disk.dev.clone()]);
+    let dev = disk.dev.clone();
+    disk.mount(&dev, &d.path().join("boot"), &[]);
+    let root = Root::new(d.path()).unwrap();
+    let config = Config::default();
+    let sel = Selection {
+        only: vec!["boot.free-space".into()],
+        skip: vec![],
+    };
+    // A 20 MiB initramfs on a ~45 MiB /boot: rebuilding it needs about 72 MiB.
+    std::fs::write(
+        d.path().join("boot/initrd.img-6.1.0-50-amd64"),
+        vec![0x5au8; 20 << 20],
+    )
+    .unwrap();
+    let a = run_with_facts(&root, &config, &sel, Facts::default());
+    assert_eq!(a.findings.len(), 1, "{:?}", a.findings);
+    assert_eq!(a.findings[0].severity, cloudprep::check::Severity::Warning);
+    assert!(a.findings[0]
+        .evidence
+        .iter()
+        .any(|e| e.path == "/boot/initrd.img-6.1.0-50-amd64"));
+    assert!(a.findings[0].fix.is_none());
+    std::fs::write(
+        d.path().join("boot/initrd.img-6.1.0-50-amd64"),
+        vec![0x5au8; 1 << 20],
+    )
+    .unwrap();
+    let a = run_with_facts(&root, &config, &sel, Facts::default());
+    assert!(a.findings.is_empty(), "{:?}", a.findings);
+}
