@@ -151,10 +151,9 @@ pub fn run_with_facts(root: &Root, config: &Config, sel: &Selection, facts: Fact
         }
     }
     // Worst first, stable within a severity.
-    findings.sort_by(|a, b| b.severity.cmp(&a.severity));
+    findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
     let finding_diffs = findings.iter().map(|f| finding_diffs(root, f)).collect();
     let plan = compose_plan(root, &findings);
-    drop(ctx);
     Audit {
         facts,
         results,

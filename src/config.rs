@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 pub const CONFIG_PATH: &str = "/etc/cloudprep/cloudprep.toml";
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub cloud: CloudConfig,
@@ -125,20 +125,6 @@ impl Default for ExportConfig {
             format: "raw".into(),
             compress: "none".into(),
             consistency: "readonly".into(),
-        }
-    }
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            cloud: CloudConfig::default(),
-            network: NetworkConfig::default(),
-            checks: ChecksConfig::default(),
-            waivers: BTreeMap::new(),
-            devices: BTreeMap::new(),
-            fix: FixConfig::default(),
-            export: ExportConfig::default(),
         }
     }
 }

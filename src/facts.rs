@@ -256,7 +256,7 @@ fn guest_arch(root: &Root, pkgs: &BTreeMap<String, Package>) -> Option<String> {
 
 /// Sort kernel versions newest last, comparing numeric runs numerically.
 pub fn sort_kernel_versions(v: &mut [String]) {
-    v.sort_by(|a, b| version_key(a).cmp(&version_key(b)));
+    v.sort_by_cached_key(|a| version_key(a));
 }
 
 fn version_key(s: &str) -> Vec<(u64, String)> {

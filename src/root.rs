@@ -144,7 +144,10 @@ impl Root {
         let guest = guest.as_ref();
         let r = self.resolve(guest)?;
         match fs::metadata(&r.host) {
-            Ok(m) if m.is_dir() => bail!("reading {}: is a directory, expected a file", self.display(guest)),
+            Ok(m) if m.is_dir() => bail!(
+                "reading {}: is a directory, expected a file",
+                self.display(guest)
+            ),
             // A FIFO or device where a config file belongs would block or stream forever.
             Ok(m) if !m.is_file() => bail!("reading {}: not a regular file", self.display(guest)),
             _ => {}

@@ -16,7 +16,12 @@ fn vmware_guest_reports_every_planted_problem() {
     common::legacy::plant_old_firewall(&g);
     let k = kernel_version(&g);
     let (code, r) = g.audit_json(&[]);
-    let ids: Vec<&str> = r["findings"].as_array().unwrap().iter().map(|f| f["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = r["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["id"].as_str().unwrap())
+        .collect();
     assert_eq!(code, 2, "findings: {ids:?}");
     assert_eq!(r["summary"]["exit_code"], 2);
 
@@ -26,10 +31,26 @@ fn vmware_guest_reports_every_planted_problem() {
         ("boot.grub-uuid-disabled", "/etc/default/grub", None),
         ("boot.root-device-names", "/boot/grub/grub.cfg", Some(5)),
         ("boot.device-map", "/boot/grub/device.map", Some(1)),
-        ("boot.grub-install-devices", "/var/cache/debconf/config.dat", None),
-        ("boot.virtio-initramfs", &format!("/boot/initrd.img-{k}"), None),
-        ("network.static-addressing", "/etc/network/interfaces", Some(7)),
-        ("network.udev-persistent-net", "/etc/udev/rules.d/70-persistent-net.rules", Some(5)),
+        (
+            "boot.grub-install-devices",
+            "/var/cache/debconf/config.dat",
+            None,
+        ),
+        (
+            "boot.virtio-initramfs",
+            &format!("/boot/initrd.img-{k}"),
+            None,
+        ),
+        (
+            "network.static-addressing",
+            "/etc/network/interfaces",
+            Some(7),
+        ),
+        (
+            "network.udev-persistent-net",
+            "/etc/udev/rules.d/70-persistent-net.rules",
+            Some(5),
+        ),
         ("cloud-init.installed", "/var/lib/dpkg/status", None),
         ("platform.hypervisor-tools", "/var/lib/dpkg/status", None),
         ("network.firewall-ssh", "/etc/iptables/rules.v4", None),
@@ -40,11 +61,23 @@ fn vmware_guest_reports_every_planted_problem() {
             missing.push(format!("{id} at {path}:{line:?}"));
         }
     }
-    assert!(missing.is_empty(), "missing findings: {missing:#?}\nreport findings: {:#}", r["findings"]);
+    assert!(
+        missing.is_empty(),
+        "missing findings: {missing:#?}\nreport findings: {:#}",
+        r["findings"]
+    );
 
     // Blockers are blockers.
-    for id in ["fstab.device-names", "boot.virtio-initramfs", "network.udev-persistent-net", "cloud-init.installed"] {
-        assert!(findings(&r, id).iter().any(|f| f["severity"] == "blocker"), "{id} should be a blocker");
+    for id in [
+        "fstab.device-names",
+        "boot.virtio-initramfs",
+        "network.udev-persistent-net",
+        "cloud-init.installed",
+    ] {
+        assert!(
+            findings(&r, id).iter().any(|f| f["severity"] == "blocker"),
+            "{id} should be a blocker"
+        );
     }
     // The dry run shows the fix: fstab's root line becomes a UUID or stays unresolved with a clear remediation.
     let fstab = &findings(&r, "fstab.device-names")[0];
@@ -68,9 +101,10 @@ pub fn make_cloud_ready(g: &Guest) {
         "/etc/fstab",
         &format!("# <file system> <mount point> <type> <options> <dump> <pass>\nUUID={uuid} / ext4 errors=remount-ro 0 1\n"),
     );
-    let grub = g
-        .read("/etc/default/grub")
-        .replace("GRUB_CMDLINE_LINUX=\"\"", "GRUB_CMDLINE_LINUX=\"console=tty0 console=ttyS0,115200 net.ifnames=0 biosdevname=0\"");
+    let grub = g.read("/etc/default/grub").replace(
+        "GRUB_CMDLINE_LINUX=\"\"",
+        "GRUB_CMDLINE_LINUX=\"console=tty0 console=ttyS0,115200 net.ifnames=0 biosdevname=0\"",
+    );
     g.write("/etc/default/grub", &grub);
     g.write(
         "/boot/grub/grub.cfg",
@@ -78,7 +112,10 @@ pub fn make_cloud_ready(g: &Guest) {
             "menuentry 'Debian GNU/Linux' {{\n\tsearch --no-floppy --fs-uuid --set=root {uuid}\n\tlinux\t/boot/vmlinuz-{k} root=UUID={uuid} ro console=tty0 console=ttyS0,115200 net.ifnames=0 biosdevname=0\n\tinitrd\t/boot/initrd.img-{k}\n}}\n"
         ),
     );
-    g.write("/etc/network/interfaces", "auto lo\niface lo inet loopback\n\nauto eth0\niface eth0 inet dhcp\n");
+    g.write(
+        "/etc/network/interfaces",
+        "auto lo\niface lo inet loopback\n\nauto eth0\niface eth0 inet dhcp\n",
+    );
 }
 
 #[test]
@@ -95,8 +132,23 @@ fn cloud_ready_guest_exits_0() {
         .unwrap()
         .iter()
         .filter(|f| f["severity"] != "info")
-        .map(|f| format!("{} {}: {} {}", f["severity"], f["id"], f["message"], f["evidence"]))
+        .map(|f| {
+            format!(
+                "{} {}: {} {}",
+                f["severity"], f["id"], f["message"], f["evidence"]
+            )
+        })
         .collect();
-    assert_eq!(code, 0, "a cloud-ready root must exit 0; got findings:\n{}", open.join("\n"));
-    assert_eq!(r["plan"]["files"].as_array().unwrap().len(), 0, "nothing to fix: {:#}", r["plan"]);
+    assert_eq!(
+        code,
+        0,
+        "a cloud-ready root must exit 0; got findings:\n{}",
+        open.join("\n")
+    );
+    assert_eq!(
+        r["plan"]["files"].as_array().unwrap().len(),
+        0,
+        "nothing to fix: {:#}",
+        r["plan"]
+    );
 }

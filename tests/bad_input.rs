@@ -37,13 +37,17 @@ fn plant(root: &Path, guest: &str, kind: Garbage) {
     std::fs::create_dir_all(p.parent().unwrap()).unwrap();
     match kind {
         Garbage::Directory => std::fs::create_dir_all(&p).unwrap(),
-        Garbage::Binary => std::fs::write(&p, b"\x7fELF\x02\x01\x01\0\0\0garbage\n\xff\xfe\0\0").unwrap(),
+        Garbage::Binary => {
+            std::fs::write(&p, b"\x7fELF\x02\x01\x01\0\0\0garbage\n\xff\xfe\0\0").unwrap()
+        }
         Garbage::SymlinkLoop => {
             let other = format!("{}.loop", p.file_name().unwrap().to_string_lossy());
             symlink(&other, &p).unwrap();
             symlink(p.file_name().unwrap(), p.with_file_name(other)).unwrap();
         }
-        Garbage::SymlinkOutside => symlink("../../../../../../../../../etc/shadow-cloudprep-test", &p).unwrap(),
+        Garbage::SymlinkOutside => {
+            symlink("../../../../../../../../../etc/shadow-cloudprep-test", &p).unwrap()
+        }
     }
 }
 
@@ -51,17 +55,31 @@ fn audit_garbage(kind: Garbage) {
     let d = tempfile::tempdir().unwrap();
     // A minimal but plausible guest: os-release and dpkg status exist.
     std::fs::create_dir_all(d.path().join("etc")).unwrap();
-    std::fs::write(d.path().join("etc/os-release"), "ID=debian\nVERSION_ID=\"12\"\nPRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\n").unwrap();
+    std::fs::write(
+        d.path().join("etc/os-release"),
+        "ID=debian\nVERSION_ID=\"12\"\nPRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\n",
+    )
+    .unwrap();
     std::fs::create_dir_all(d.path().join("var/lib/dpkg")).unwrap();
-    std::fs::write(d.path().join("var/lib/dpkg/status"), "Package: dpkg\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1.21.22\n").unwrap();
+    std::fs::write(
+        d.path().join("var/lib/dpkg/status"),
+        "Package: dpkg\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1.21.22\n",
+    )
+    .unwrap();
     for f in CONFIG_FILES {
         plant(d.path(), f, kind);
     }
     let out = common::run_cloudprep(d.path(), &["audit", "--format", "json"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!stderr.contains("panicked"), "{kind:?}: cloudprep panicked: {stderr}");
+    assert!(
+        !stderr.contains("panicked"),
+        "{kind:?}: cloudprep panicked: {stderr}"
+    );
     let code = out.status.code().unwrap_or(-1);
-    assert!((0..=2).contains(&code), "{kind:?}: exit {code}, stderr {stderr}");
+    assert!(
+        (0..=2).contains(&code),
+        "{kind:?}: exit {code}, stderr {stderr}"
+    );
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     common::validate_report(&r);
     let all = serde_json::to_string(&r["findings"]).unwrap();
@@ -72,7 +90,10 @@ fn audit_garbage(kind: Garbage) {
         for f in ["/etc/fstab", "/etc/default/grub", "/etc/network/interfaces"] {
             assert!(all.contains(f), "{kind:?}: no finding names {f}: {all}");
         }
-        assert!(code >= 1, "{kind:?}: unreadable config must not be reported as ready");
+        assert!(
+            code >= 1,
+            "{kind:?}: unreadable config must not be reported as ready"
+        );
     }
     // Nothing outside the root was read: the host's /etc/shadow-cloudprep-test does not exist anyway, and
     // no finding mentions a host path outside the root.
@@ -105,9 +126,17 @@ fn symlink_outside_is_read_inside_the_root() {
     std::fs::create_dir_all(d.path().join("etc")).unwrap();
     std::fs::create_dir_all(d.path().join("srv")).unwrap();
     // The guest's /etc/fstab is an absolute symlink: it must be read from the guest's /srv, not the host's.
-    std::fs::write(d.path().join("srv/fstab"), "/dev/sda1 / ext4 defaults 0 1\n").unwrap();
+    std::fs::write(
+        d.path().join("srv/fstab"),
+        "/dev/sda1 / ext4 defaults 0 1\n",
+    )
+    .unwrap();
     symlink("/srv/fstab", d.path().join("etc/fstab")).unwrap();
     let (_code, r) = common::audit_json(d.path(), &["--only", "fstab."]);
-    assert!(common::has_evidence(&r, "fstab.device-names", "/etc/fstab", Some(1)) || common::has_evidence(&r, "fstab.device-names", "/srv/fstab", Some(1)),
-        "{:#}", r["findings"]);
+    assert!(
+        common::has_evidence(&r, "fstab.device-names", "/etc/fstab", Some(1))
+            || common::has_evidence(&r, "fstab.device-names", "/srv/fstab", Some(1)),
+        "{:#}",
+        r["findings"]
+    );
 }

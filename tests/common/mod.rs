@@ -98,32 +98,52 @@ impl DiskGuest {
         let mut disk = loopdev::LoopDisk::new(3072, "label: dos\n,2600M,L,*\n,,S\n");
         let root_uuid = "6b1f6f2e-8d7c-4a1e-b0a4-2f6f0f3c9e11".to_string();
         let swap_uuid = "0d4b3a1c-5e6f-4a7b-8c9d-0e1f2a3b4c5d".to_string();
-        sh("mkfs.ext4", &["-q", "-F", "-U", &root_uuid, "-L", "rootfs", &disk.part(1)]);
+        sh(
+            "mkfs.ext4",
+            &["-q", "-F", "-U", &root_uuid, "-L", "rootfs", &disk.part(1)],
+        );
         sh("mkswap", &["-U", &swap_uuid, &disk.part(2)]);
-        let dir = tempfile::Builder::new().prefix("cloudprep-mnt.").tempdir_in(scratch()).unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("cloudprep-mnt.")
+            .tempdir_in(scratch())
+            .unwrap();
         disk.mount(&disk.part(1), dir.path(), &[]);
         let st = Command::new(repo().join("scripts/mkroot.sh"))
             .args([release, dir.path().to_str().unwrap(), variant])
             .status()
             .expect("running scripts/mkroot.sh");
         assert!(st.success(), "scripts/mkroot.sh {release} failed");
-        DiskGuest { disk, guest: Guest { dir }, root_uuid, swap_uuid }
+        DiskGuest {
+            disk,
+            guest: Guest { dir },
+            root_uuid,
+            swap_uuid,
+        }
     }
 }
 
 /// Checksums, modes and owners of every file under `dirs` of a root (symlink targets included), for
 /// byte-identical comparisons; paths under `skip` prefixes are left out.
-pub fn tree_state(root: &Path, dirs: &[&str], skip: &[&str]) -> std::collections::BTreeMap<String, String> {
+pub fn tree_state(
+    root: &Path,
+    dirs: &[&str],
+    skip: &[&str],
+) -> std::collections::BTreeMap<String, String> {
     use sha2::{Digest, Sha256};
     use std::os::unix::fs::MetadataExt;
     let mut out = std::collections::BTreeMap::new();
-    let mut stack: Vec<PathBuf> = dirs.iter().map(|d| root.join(d.trim_start_matches('/'))).collect();
+    let mut stack: Vec<PathBuf> = dirs
+        .iter()
+        .map(|d| root.join(d.trim_start_matches('/')))
+        .collect();
     while let Some(p) = stack.pop() {
         let rel = format!("/{}", p.strip_prefix(root).unwrap().display());
         if skip.iter().any(|s| rel.starts_with(s)) {
             continue;
         }
-        let Ok(m) = std::fs::symlink_metadata(&p) else { continue };
+        let Ok(m) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
         let what = if m.file_type().is_symlink() {
             format!("link {}", std::fs::read_link(&p).unwrap().display())
         } else if m.is_dir() {
@@ -132,11 +152,17 @@ pub fn tree_state(root: &Path, dirs: &[&str], skip: &[&str]) -> std::collections
             }
             "dir".to_string()
         } else if m.is_file() {
-            format!("file {}", hex::encode(Sha256::digest(std::fs::read(&p).unwrap())))
+            format!(
+                "file {}",
+                hex::encode(Sha256::digest(std::fs::read(&p).unwrap()))
+            )
         } else {
             "special".to_string()
         };
-        out.insert(rel, format!("{what} mode={:o} uid={} gid={}", m.mode(), m.uid(), m.gid()));
+        out.insert(
+            rel,
+            format!("{what} mode={:o} uid={} gid={}", m.mode(), m.uid(), m.gid()),
+        );
     }
     out
 }
