@@ -232,7 +232,7 @@ fn effects(argv: &[String]) -> Effects {
     let debconf = Tree {
         dir: "/var/cache/debconf",
         recursive: false,
-        backup: |n| matches!(n, "config.dat" | "templates.dat" | "passwords.dat"),
+        backup: all,
     };
     match prog.as_str() {
         "update-initramfs" | "mkinitramfs" => Effects {
