@@ -492,7 +492,7 @@ fn sigkill_at_every_journal_step() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let steps: u64 = stdout
         .lines()
-        .find_map(|l| l.strip_prefix("STEPS="))
+        .find_map(|l| l.split_once("STEPS=").map(|x| x.1))
         .unwrap()
         .trim()
         .parse()

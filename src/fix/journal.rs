@@ -307,19 +307,14 @@ pub fn info(id: &str, dir: &Path, entries: &[Entry]) -> RunInfo {
     r
 }
 
-/// A new run id: UTC time (sortable) plus a random suffix.
-pub fn new_run_id(now: std::time::SystemTime) -> String {
+/// A new run id: UTC time plus the run's sequence number, so ids sort in run order even within a second.
+pub fn new_run_id(now: std::time::SystemTime, seq: usize) -> String {
     let secs = now
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0);
     let (y, mo, d, h, mi, s) = civil(secs);
-    let mut rnd = [0u8; 3];
-    super::atomic::random_bytes(&mut rnd);
-    format!(
-        "{y:04}{mo:02}{d:02}T{h:02}{mi:02}{s:02}Z-{}",
-        hex::encode(rnd)
-    )
+    format!("{y:04}{mo:02}{d:02}T{h:02}{mi:02}{s:02}Z-{seq:04}")
 }
 
 /// RFC 3339 UTC time.

@@ -131,7 +131,15 @@ pub fn list_runs(root: &Root) -> Result<Vec<RunInfo>> {
         .filter(|e| e.path().join(journal::JOURNAL).is_file())
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
-    names.sort();
+    // Ids end in the run's sequence number: order by it (the time prefix has a one-second resolution).
+    names.sort_by_key(|n| {
+        (
+            n.rsplit_once('-')
+                .and_then(|(_, s)| s.parse::<usize>().ok())
+                .unwrap_or(0),
+            n.clone(),
+        )
+    });
     for n in names {
         let dir = d.host.join(&n);
         match journal::read(&dir) {
@@ -727,7 +735,18 @@ pub fn execute(
     }
     let runs = runs_dir(root)?;
     let now = std::time::SystemTime::now();
-    let id = journal::new_run_id(now);
+    let seq = std::fs::read_dir(&runs.host)
+        .with_context(|| format!("listing {}", root.display(RUNS_DIR)))?
+        .flatten()
+        .filter_map(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            n.rsplit_once('-')
+                .and_then(|(_, s)| s.parse::<usize>().ok())
+        })
+        .max()
+        .unwrap_or(0)
+        + 1;
+    let id = journal::new_run_id(now, seq);
     runs.mkdir(&id)?;
     let dir = runs.host.join(&id);
     std::fs::create_dir(dir.join("files")).context("creating the backup area")?;
