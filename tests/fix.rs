@@ -603,8 +603,16 @@ fn update_grub_in_a_loop_mounted_image_writes_root_uuid() {
         .status()
         .unwrap();
     assert!(st.success());
-    let before = snapshot(&mnt, &["/boot", "/etc/default"], true);
     let root = Root::new(&mnt).unwrap();
+    // Control: without the /dev/disk/by-uuid link (no udev here) grub-mkconfig falls back to the kernel
+    // device name. This is the trap the executor's private /dev avoids.
+    let bare = fix::exec::Chroot::new(&root, &[]).unwrap();
+    let o = fix::exec::run(Some(&bare), &["update-grub".to_string()]).unwrap();
+    assert!(o.ok(), "{}", o.output);
+    let cfg = std::fs::read_to_string(mnt.join("boot/grub/grub.cfg")).unwrap();
+    assert!(cfg.contains("root=/dev/loop"), "control run: {cfg}");
+    std::fs::remove_file(mnt.join("boot/grub/grub.cfg")).unwrap();
+    let before = snapshot(&mnt, &["/boot", "/etc/default"], true);
     let findings = vec![finding(
         "test.grub",
         Fix::default()
