@@ -119,6 +119,12 @@ fn plant(g: &common::Guest) {
     std::fs::write(g.path("/etc/fixtest/real.conf"), "x=1\n").unwrap();
     std::os::unix::fs::symlink("/etc/fixtest/real.conf", g.path("/etc/fixtest/link.conf")).unwrap();
     std::fs::write(g.path("/etc/fixtest/gone.conf"), "obsolete\n").unwrap();
+    // A guest symlink that would leave the root if it were followed on the host.
+    std::os::unix::fs::symlink(
+        "/../../../../tmp/cloudprep-host-escape",
+        g.path("/etc/fixtest/escape.conf"),
+    )
+    .unwrap();
     // Old mtimes, so a restore that forgets them is caught.
     for f in ["crlf.conf", "real.conf", "gone.conf"] {
         let t = std::time::UNIX_EPOCH + std::time::Duration::new(1_200_000_000, 123_456_789);
@@ -247,6 +253,37 @@ fn apply_validate_undo_and_rollback_byte_identical() {
     let root = Root::new(g.root()).unwrap();
     let mut findings = good_findings();
     findings.extend(bad_findings());
+    findings.push(finding(
+        "test.escape",
+        Fix::default().edit(FileEdit::rewrite(
+            "/etc/fixtest/escape.conf",
+            Validator::None,
+            |_| Ok("escaped=no\n".into()),
+        )),
+    ));
+    findings.push(finding(
+        "test.ifupdown",
+        Fix::default().edit(FileEdit::rewrite(
+            "/etc/network/interfaces",
+            Validator::Ifupdown,
+            |s| {
+                Ok(if s.contains("eth0") {
+                    s.to_string()
+                } else {
+                    format!("{s}\nallow-hotplug eth0\niface eth0 inet dhcp\n")
+                })
+            },
+        )),
+    ));
+    findings.push(finding(
+        "test.bad-ifupdown",
+        Fix::default().edit(FileEdit::create(
+            "/etc/network/interfaces.d/50-bad",
+            0o644,
+            Validator::Ifupdown,
+            |_| Ok("address 10.0.0.1\niface eth1 inet static\n".into()),
+        )),
+    ));
     findings.push(finding("test.pre", cmd(Phase::Pre, 10, &["true"])));
     findings.push(finding("test.env", cmd(Phase::Post, 50, &["env"])));
     findings.push(finding(
@@ -318,6 +355,7 @@ fn apply_validate_undo_and_rollback_byte_identical() {
         assert_eq!(now.get(p), before.get(p), "{p} not restored exactly");
     }
     for p in [
+        "/etc/fixtest/escape.conf",
         "/etc/fixtest/crlf.conf",
         "/etc/fixtest/link.conf",
         "/etc/fixtest/new.d/created.conf",
@@ -382,6 +420,7 @@ fn apply_validate_undo_and_rollback_byte_identical() {
     );
     assert!(!text.contains("cannot undo: true"), "{text}");
     assert_same("after rollback", &before, &snapshot(g.root(), TREES, true));
+    assert!(!g.path("/tmp/cloudprep-host-escape").exists());
     let out = g.cloudprep(&["runs", "--format", "json"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v[0]["id"], id.as_str());

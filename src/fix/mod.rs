@@ -123,7 +123,10 @@ pub fn lock(root: &Root) -> Result<Lock> {
 
 /// Every run recorded, oldest first.
 pub fn list_runs(root: &Root) -> Result<Vec<RunInfo>> {
-    let d = runs_dir(root)?;
+    if !root.is_dir(RUNS_DIR) {
+        return Ok(Vec::new());
+    }
+    let d = Dir::open(root, RUNS_DIR)?;
     let mut out = Vec::new();
     let mut names: Vec<String> = std::fs::read_dir(&d.host)
         .with_context(|| format!("listing {}", root.display(RUNS_DIR)))?
@@ -1155,9 +1158,23 @@ pub fn cmd_fix(g: &Global, a: &FixArgs) -> Result<i32> {
         only: a.select.only.clone(),
         skip: a.select.skip.clone(),
     };
-    if !a.dry_run {
+    let interactive = !a.yes && std::io::stdin().is_terminal();
+    let may_change = !a.dry_run && (a.yes || interactive);
+    if may_change {
+        // An interrupted run is rolled back before anything else (and before the audit looks).
         for r in recover(&root)? {
             eprint!("{}", render_rollback(&r));
+        }
+    } else {
+        for r in list_runs(&root)?
+            .iter()
+            .filter(|r| r.state.needs_recovery())
+        {
+            eprintln!(
+                "cloudprep: warning: run {} is {}: `fix` or `rollback` will roll it back first, so the plan may change",
+                r.id,
+                r.state.as_str()
+            );
         }
     }
     let before = audit::run(&root, &config, &sel);
@@ -1181,7 +1198,7 @@ pub fn cmd_fix(g: &Global, a: &FixArgs) -> Result<i32> {
         return Ok(before.exit_code());
     }
     if !a.yes {
-        if !std::io::stdin().is_terminal() {
+        if !interactive {
             eprintln!(
                 "cloudprep: refusing to change the system without confirmation (standard input is not a terminal): \
                  review the plan with `cloudprep fix --dry-run`, then run `cloudprep fix --yes`"
@@ -1191,7 +1208,7 @@ pub fn cmd_fix(g: &Global, a: &FixArgs) -> Result<i32> {
         eprint!("{}", render_plan(plan));
         if !ask("Apply these changes?") {
             eprintln!("cloudprep: nothing changed");
-            return Ok(EXIT_FAILURE);
+            return Ok(before.exit_code());
         }
     }
     let opts = ExecOptions {
