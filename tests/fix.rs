@@ -738,3 +738,69 @@ fn fix_cli_dry_run_changes_nothing_and_refuses_without_a_terminal() {
         &snapshot(g.root(), TREES, true),
     );
 }
+
+#[test]
+fn update_initramfs_in_the_chroot_is_undone_byte_for_byte() {
+    if !common::is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let g = common::Guest::bookworm();
+    let before = snapshot(g.root(), &["/boot", "/var/lib/initramfs-tools"], true);
+    let initrd: Vec<String> = before
+        .keys()
+        .filter(|k| k.starts_with("/boot/initrd.img-"))
+        .cloned()
+        .collect();
+    assert!(!initrd.is_empty());
+    let zstd = |b: &[u8]| b.windows(4).any(|w| w == [0x28, 0xb5, 0x2f, 0xfd]);
+    assert!(
+        zstd(&std::fs::read(g.path(&initrd[0])).unwrap()),
+        "the fixture's initrd is not zstd"
+    );
+    let root = Root::new(g.root()).unwrap();
+    let findings = vec![finding(
+        "test.initramfs",
+        Fix::default()
+            .edit(FileEdit::create(
+                "/etc/initramfs-tools/conf.d/cloudprep-test",
+                0o644,
+                Validator::ShellVars,
+                |_| Ok("COMPRESS=gzip\n".into()),
+            ))
+            .command(PlannedCommand::new(
+                Phase::Post,
+                cloudprep::check::order::UPDATE_INITRAMFS,
+                &["update-initramfs", "-u", "-k", "all"],
+                "rebuild with the virtio drivers",
+            )),
+    )];
+    let plan = compose_plan(&root, &findings);
+    let rep = fix::execute(&root, &Config::default(), &plan, &ExecOptions::default()).unwrap();
+    assert_eq!(rep.state, "applied", "{rep:#?}");
+    let after = snapshot(g.root(), &["/boot"], true);
+    for k in &initrd {
+        assert_ne!(before[k].content, after[k].content, "{k} was not rebuilt");
+        // gzip magic: the new configuration was used inside the chroot.
+        let b = std::fs::read(g.path(k)).unwrap();
+        assert!(
+            b.windows(2).any(|w| w == [0x1f, 0x8b]),
+            "{k} not gzip-compressed"
+        );
+    }
+    let out = g.cloudprep(&["rollback"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_same(
+        "after rollback",
+        &before,
+        &snapshot(g.root(), &["/boot", "/var/lib/initramfs-tools"], true),
+    );
+    assert!(!g
+        .path("/etc/initramfs-tools/conf.d/cloudprep-test")
+        .exists());
+}

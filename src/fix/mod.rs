@@ -667,7 +667,13 @@ impl Run<'_> {
             reversible: eff.reversible,
             note: eff.note.to_string(),
         })?;
-        let outcome = if exec::find_in_guest(self.root, &c.argv[0]).is_none() {
+        let outcome = if !self.root.is_live() && self.chroot.is_none() {
+            exec::Outcome {
+                status: None,
+                signal: None,
+                output: "cannot run commands in this guest root".into(),
+            }
+        } else if exec::find_in_guest(self.root, &c.argv[0]).is_none() {
             exec::Outcome {
                 status: Some(127),
                 signal: None,
@@ -773,7 +779,22 @@ pub fn execute(
         None
     } else {
         let links = exec::guest_dev_links(root, &opts.filesystems);
-        Some(exec::Chroot::new(root, &links)?)
+        match exec::Chroot::new(root, &links) {
+            Ok(c) => Some(c),
+            // Without a chroot, commands cannot run (and must never run on the host instead).
+            Err(e) if plan.commands.is_empty() => {
+                log::warn!("{e:#}: validators that run guest programs are skipped");
+                None
+            }
+            Err(e) => {
+                let _ = journal.append(&Entry::Finished {
+                    state: "failed".into(),
+                    summary: format!("{e:#}"),
+                });
+                let _ = rollback_dir(root, &id, &dir, "the guest cannot run commands");
+                return Err(e);
+            }
+        }
     };
     let mut run = Run {
         root,

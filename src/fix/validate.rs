@@ -55,6 +55,9 @@ pub fn validate(
     host: &Path,
 ) -> Result<Verdict> {
     let hs = host.to_string_lossy().into_owned();
+    // Guest programs run chrooted (or directly on the live system); never on the host in their place.
+    let can_exec = chroot.is_some() || root.is_live();
+    let no_exec = || Verdict::Pass("not checked: programs cannot run in this guest root".into());
     match v {
         Validator::None => Ok(Verdict::Pass("no validator".into())),
         Validator::Fstab => {
@@ -92,6 +95,9 @@ pub fn validate(
             })
         }
         Validator::Ifupdown => {
+            if !can_exec {
+                return Ok(no_exec());
+            }
             if exec::find_in_guest(root, "ifquery").is_none() {
                 return Ok(Verdict::Pass("ifquery not installed in the guest".into()));
             }
@@ -103,6 +109,9 @@ pub fn validate(
             Ok(ifquery_verdict(&o))
         }
         Validator::Netplan => {
+            if !can_exec {
+                return Ok(no_exec());
+            }
             if exec::find_in_guest(root, "netplan").is_none() {
                 return Ok(Verdict::Pass("netplan not installed in the guest".into()));
             }
@@ -113,7 +122,7 @@ pub fn validate(
             if let Err(e) = yaml_mapping(&text) {
                 return Ok(Verdict::Fail(e));
             }
-            if exec::find_in_guest(root, "cloud-init").is_none() {
+            if !can_exec || exec::find_in_guest(root, "cloud-init").is_none() {
                 return Ok(Verdict::Pass("YAML".into()));
             }
             for sub in [&["schema"][..], &["devel", "schema"][..]] {
@@ -197,7 +206,7 @@ fn netplan(root: &Root, chroot: Option<&Chroot>, guest: &str) -> Result<Verdict>
     // A scratch root holding the guest's netplan files (with the new one), so `generate` writes nothing
     // that matters.
     let scratch = format!("/var/lib/cloudprep/validate-{}", std::process::id());
-    let sdir = root.lexical(&scratch);
+    let sdir = root.resolve(&scratch)?.host;
     let _ = std::fs::remove_dir_all(&sdir);
     let etc = sdir.join("etc/netplan");
     std::fs::create_dir_all(&etc).with_context(|| format!("creating {}", etc.display()))?;
