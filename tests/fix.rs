@@ -402,6 +402,8 @@ fn apply_validate_undo_and_rollback_byte_identical() {
     assert_eq!(r2.state, "nothing");
     assert!(r2.run_id.is_none());
 
+    // Someone edits a file after the run: rollback restores the original and says so.
+    std::fs::write(g.path("/etc/fixtest/crlf.conf"), "edited later\n").unwrap();
     // `runs` lists it; `rollback` restores everything byte for byte and names what it cannot undo.
     let out = g.cloudprep(&["runs"]);
     let text = String::from_utf8_lossy(&out.stdout);
@@ -419,6 +421,11 @@ fn apply_validate_undo_and_rollback_byte_identical() {
         "{text}"
     );
     assert!(!text.contains("cannot undo: true"), "{text}");
+    assert!(
+        text.contains("warning: /etc/fixtest/crlf.conf was changed after the run"),
+        "{text}"
+    );
+    assert!(!text.contains("real.conf was changed"), "{text}");
     assert_same("after rollback", &before, &snapshot(g.root(), TREES, true));
     assert!(!g.path("/tmp/cloudprep-host-escape").exists());
     let out = g.cloudprep(&["runs", "--format", "json"]);

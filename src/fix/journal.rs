@@ -99,6 +99,11 @@ pub enum Entry {
         recursive: bool,
         entries: Vec<String>,
     },
+    /// What a command added to a snapshotted tree (written when it finished; removed on rollback).
+    Created {
+        dir: String,
+        entries: Vec<String>,
+    },
     CommandStart {
         idx: usize,
         argv: Vec<String>,
@@ -126,6 +131,8 @@ pub enum Entry {
     RolledBack {
         irreversible: Vec<Vec<String>>,
         errors: Vec<String>,
+        #[serde(default)]
+        warnings: Vec<String>,
     },
 }
 

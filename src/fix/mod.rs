@@ -88,6 +88,7 @@ pub struct RollbackReport {
     pub removed: Vec<String>,
     pub irreversible: Vec<Vec<String>>,
     pub errors: Vec<String>,
+    pub warnings: Vec<String>,
 }
 
 /// Exclusive lock on the runs directory: one fix/rollback at a time.
@@ -637,6 +638,7 @@ impl Run<'_> {
     /// Run one planned command with its backups taken first. `Ok(false)` when it failed.
     fn command(&mut self, idx: usize, c: &PlannedCommand) -> Result<bool> {
         let eff = effects(&c.argv);
+        let mut watched: Vec<(String, bool, Vec<String>)> = Vec::new();
         for t in &eff.trees {
             let canon = self.root.resolve(t.dir)?.guest;
             let entries = list_tree(self.root, &canon, t.recursive)?;
@@ -655,10 +657,11 @@ impl Run<'_> {
                 }
             }
             self.journal.append(&Entry::Snapshot {
-                dir: canon,
+                dir: canon.clone(),
                 recursive: t.recursive,
-                entries,
+                entries: entries.clone(),
             })?;
+            watched.push((canon, t.recursive, entries));
         }
         self.journal.append(&Entry::CommandStart {
             idx,
@@ -697,6 +700,14 @@ impl Run<'_> {
             ok: outcome.ok(),
             output: outcome.output.clone(),
         })?;
+        for (dir, recursive, before) in watched {
+            let before: HashSet<String> = before.into_iter().collect();
+            let new: Vec<String> = list_tree(self.root, &dir, recursive)?
+                .into_iter()
+                .filter(|e| !before.contains(e))
+                .collect();
+            self.journal.append(&Entry::Created { dir, entries: new })?;
+        }
         self.report.commands.push(CommandResult {
             argv: c.argv.clone(),
             phase: c.phase,
@@ -973,6 +984,7 @@ fn rollback_dir(
         removed: Vec::new(),
         irreversible: Vec::new(),
         errors: Vec::new(),
+        warnings: Vec::new(),
     };
     let backed: BTreeSet<String> = entries
         .iter()
@@ -991,15 +1003,27 @@ fn rollback_dir(
         else {
             continue;
         };
-        let before: HashSet<&String> = before.iter().collect();
-        let now = match list_tree(root, tdir, *recursive) {
-            Ok(n) => n,
-            Err(err) => {
-                rep.errors.push(format!("{err:#}"));
-                continue;
+        // What the command created, as recorded when it finished; when it never finished (the run was
+        // interrupted during the command), whatever is new in the tree since the snapshot.
+        let pos = entries.iter().position(|x| std::ptr::eq(x, e)).unwrap_or(0);
+        let recorded = entries[pos..].iter().find_map(|x| match x {
+            Entry::Created { dir: d, entries } if d == tdir => Some(entries.clone()),
+            _ => None,
+        });
+        let created = match recorded {
+            Some(c) => c,
+            None => {
+                let before: HashSet<&String> = before.iter().collect();
+                match list_tree(root, tdir, *recursive) {
+                    Ok(n) => n.into_iter().filter(|x| !before.contains(x)).collect(),
+                    Err(err) => {
+                        rep.errors.push(format!("{err:#}"));
+                        continue;
+                    }
+                }
             }
         };
-        let mut new: Vec<&String> = now.iter().filter(|n| !before.contains(n)).collect();
+        let mut new: Vec<&String> = created.iter().collect();
         new.sort_by_key(|n| std::cmp::Reverse(n.matches('/').count()));
         for rel in new {
             let g = guest_join(tdir, rel);
@@ -1025,7 +1049,28 @@ fn rollback_dir(
             }
         }
     }
-    // 2. Backups, newest first.
+    // 2. Backups, newest first. A file changed since the run wrote it loses that later change: say so.
+    let mut written: std::collections::BTreeMap<&str, Option<&str>> = Default::default();
+    for e in &entries {
+        match e {
+            Entry::Applied { path, sha256, .. } => {
+                written.insert(path, sha256.as_deref());
+            }
+            Entry::Undone { path, .. } => {
+                written.remove(path.as_str());
+            }
+            _ => {}
+        }
+    }
+    let finished = entries.iter().any(|e| matches!(e, Entry::Finished { .. }));
+    for (path, sha) in written.iter().filter(|_| finished) {
+        let cur = root.read(path).ok().flatten().map(|b| atomic::sha256(&b));
+        if cur.as_deref() != *sha {
+            rep.warnings.push(format!(
+                "{path} was changed after the run; the original from before the run is restored"
+            ));
+        }
+    }
     for e in entries.iter().rev() {
         if let Entry::Backup { path, kind, .. } = e {
             match restore(root, dir, e) {
@@ -1070,6 +1115,7 @@ fn rollback_dir(
     j.append(&Entry::RolledBack {
         irreversible: rep.irreversible.clone(),
         errors: rep.errors.clone(),
+        warnings: rep.warnings.clone(),
     })?;
     Ok(rep)
 }
@@ -1150,6 +1196,9 @@ fn render_rollback(r: &RollbackReport) -> String {
             "  cannot undo: {} (its effects outside the backed-up files remain)\n",
             c.join(" ")
         ));
+    }
+    for w in &r.warnings {
+        s.push_str(&format!("  warning: {w}\n"));
     }
     for e in &r.errors {
         s.push_str(&format!("  error: {e}\n"));
@@ -1330,4 +1379,70 @@ pub fn cmd_runs(g: &Global, a: &RunsArgs) -> Result<i32> {
     };
     crate::report::emit(None, &out)?;
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn command_effects() {
+        let e = effects(&argv(&["update-initramfs", "-u", "-k", "all"]));
+        assert!(e.reversible);
+        assert!(e
+            .trees
+            .iter()
+            .any(|t| t.dir == "/boot" && (t.backup)("initrd.img-6.1.0-9-amd64")));
+        assert!(!e
+            .trees
+            .iter()
+            .any(|t| t.dir == "/boot" && (t.backup)("vmlinuz-6.1.0-9-amd64")));
+        let e = effects(&argv(&["/usr/sbin/update-grub"]));
+        assert!(e.reversible && e.trees.iter().any(|t| (t.backup)("grub.cfg")));
+        assert!(!effects(&argv(&["grub-install", "/dev/vda"])).reversible);
+        let e = effects(&argv(&["apt-get", "install", "-y", "cloud-init"]));
+        assert!(!e.reversible);
+        assert!(e.trees.iter().any(|t| t.dir == "/var/cache/debconf"));
+        assert!(!effects(&argv(&["some-tool"])).reversible);
+        assert!(effects(&argv(&["systemctl", "enable", "x.service"])).reversible);
+        assert!(!effects(&argv(&["systemctl", "start", "x.service"])).reversible);
+    }
+
+    #[test]
+    fn plan_text_is_the_diffs_then_the_commands() {
+        let root_dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root_dir.path().join("etc")).unwrap();
+        std::fs::write(root_dir.path().join("etc/x"), "a\n").unwrap();
+        let root = Root::new(root_dir.path()).unwrap();
+        let info = crate::check::CheckInfo {
+            id: "t.x",
+            title: "t",
+            area: crate::check::Area::Boot,
+            severity: Severity::Warning,
+            fixable: true,
+        };
+        let f = crate::check::Finding::new(&info, "m").fix(
+            crate::check::Fix::default()
+                .edit(crate::check::FileEdit::rewrite(
+                    "/etc/x",
+                    crate::check::Validator::None,
+                    |s| Ok(s.replace('a', "b")),
+                ))
+                .command(PlannedCommand::new(
+                    Phase::Post,
+                    70,
+                    &["update-grub"],
+                    "why",
+                )),
+        );
+        let plan = audit::compose_plan(&root, &[f]);
+        let t = render_plan(&plan);
+        assert!(t.starts_with(&plan.files[0].diff), "{t}");
+        assert!(t.contains("-a\n+b\n"));
+        assert!(t.ends_with("update-grub\t# why\n"), "{t}");
+    }
 }
