@@ -1216,6 +1216,34 @@ fn ask(question: &str) -> bool {
     matches!(line.trim(), "y" | "Y" | "yes" | "YES" | "Yes")
 }
 
+/// Execute the plan of `before`, then audit again. Returns the run, the new audit, and the ids of findings
+/// whose fix was applied but that still fire. (`cmd_fix` without the asking; for unattended callers.)
+pub fn apply_and_reaudit(
+    root: &Root,
+    config: &Config,
+    sel: &Selection,
+    before: &audit::Audit,
+) -> Result<(RunReport, audit::Audit, Vec<String>)> {
+    let opts = ExecOptions {
+        filesystems: before.facts.filesystems.clone(),
+    };
+    let report = execute(root, config, &before.plan, &opts)?;
+    let after = audit::run(root, config, sel);
+    let applied: BTreeSet<&String> = report
+        .files
+        .iter()
+        .filter(|f| f.status == "applied")
+        .flat_map(|f| f.findings.iter())
+        .collect();
+    let still: Vec<String> = after
+        .findings
+        .iter()
+        .filter(|f| f.status == Status::Open && applied.contains(&f.id))
+        .map(|f| f.id.clone())
+        .collect();
+    Ok((report, after, still))
+}
+
 pub fn cmd_fix(g: &Global, a: &FixArgs) -> Result<i32> {
     let (root, config) = match crate::report::open(g) {
         Ok(x) => x,
@@ -1281,24 +1309,10 @@ pub fn cmd_fix(g: &Global, a: &FixArgs) -> Result<i32> {
             return Ok(before.exit_code());
         }
     }
-    let opts = ExecOptions {
-        filesystems: before.facts.filesystems.clone(),
-    };
-    let report = execute(&root, &config, plan, &opts)?;
-    let after = audit::run(&root, &config, &sel);
-    // Findings whose fix was applied but that still fire.
-    let applied: BTreeSet<&String> = report
-        .files
-        .iter()
-        .filter(|f| f.status == "applied")
-        .flat_map(|f| f.findings.iter())
-        .collect();
-    let still: Vec<&String> = after
-        .findings
-        .iter()
-        .filter(|f| f.status == Status::Open && applied.contains(&f.id))
-        .map(|f| &f.id)
-        .collect();
+    if a.yes && a.format == Format::Text {
+        crate::report::emit(None, &render_plan(plan))?;
+    }
+    let (report, after, still) = apply_and_reaudit(&root, &config, &sel, &before)?;
     match a.format {
         Format::Json => crate::report::emit(
             None,
