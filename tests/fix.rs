@@ -811,3 +811,56 @@ fn update_initramfs_in_the_chroot_is_undone_byte_for_byte() {
         .path("/etc/initramfs-tools/conf.d/cloudprep-test")
         .exists());
 }
+
+#[test]
+fn special_files_and_directories_are_never_replaced() {
+    if !common::is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let r = d.path();
+    for p in ["etc/dir.conf", "dev", "proc", "sys", "var/lib"] {
+        std::fs::create_dir_all(r.join(p)).unwrap();
+    }
+    common::sh("mkfifo", &[r.join("etc/fifo.conf").to_str().unwrap()]);
+    std::fs::write(r.join("etc/ok.conf"), "a\n").unwrap();
+    let root = Root::new(r).unwrap();
+    // Built by hand: reading a FIFO to compute a diff would block.
+    let edit = |p: &str| FileEdit::rewrite(p, Validator::None, |s| Ok(format!("{s}b\n")));
+    let pf = |p: &str| cloudprep::audit::PlannedFile {
+        path: p.to_string(),
+        edits: vec![edit(p)],
+        findings: vec!["test.special".into()],
+        action: "rewrite",
+        diff: "x".into(),
+        error: None,
+    };
+    let plan = Plan {
+        files: vec![
+            pf("/etc/fifo.conf"),
+            pf("/etc/dir.conf"),
+            pf("/etc/ok.conf"),
+        ],
+        commands: vec![],
+    };
+    let before = snapshot(r, &["/etc"], true);
+    let rep = fix::execute(&root, &Config::default(), &plan, &ExecOptions::default()).unwrap();
+    assert_eq!(rep.state, "partial", "{rep:#?}");
+    assert_eq!(rep.files[0].status, "error");
+    assert!(rep.files[0].message.contains("FIFO"), "{:?}", rep.files[0]);
+    assert_eq!(rep.files[1].status, "error");
+    assert!(
+        rep.files[1].message.contains("directory"),
+        "{:?}",
+        rep.files[1]
+    );
+    assert_eq!(rep.files[2].status, "applied");
+    assert_eq!(
+        std::fs::read_to_string(r.join("etc/ok.conf")).unwrap(),
+        "a\nb\n"
+    );
+    let out = common::run_cloudprep(r, &["rollback"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_same("after rollback", &before, &snapshot(r, &["/etc"], true));
+}

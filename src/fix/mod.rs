@@ -156,6 +156,9 @@ pub fn list_runs(root: &Root) -> Result<Vec<RunInfo>> {
 
 /// Roll back every run that did not finish (interrupted, or interrupted while rolling back).
 pub fn recover(root: &Root) -> Result<Vec<RollbackReport>> {
+    if !root.is_dir(RUNS_DIR) {
+        return Ok(Vec::new());
+    }
     let _l = lock(root)?;
     recover_locked(root)
 }
