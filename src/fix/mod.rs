@@ -184,6 +184,12 @@ pub fn rollback(
     root: &Root,
     id: Option<&str>,
 ) -> Result<(Vec<RollbackReport>, Option<RollbackReport>)> {
+    if !root.is_dir(RUNS_DIR) {
+        if let Some(id) = id {
+            bail!("no run {id} under {}", root.display(RUNS_DIR));
+        }
+        return Ok((Vec::new(), None));
+    }
     let _l = lock(root)?;
     let recovered = recover_locked(root)?;
     let runs = list_runs(root)?;
