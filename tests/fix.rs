@@ -579,7 +579,17 @@ fn sigkill_at_every_journal_step() {
                 "incomplete",
                 "step {n}"
             );
-            match n % 3 {
+            match n % 4 {
+                3 => {
+                    // The `fix` command recovers first too (no check selected: nothing to apply after).
+                    let out = g.cloudprep(&["fix", "--yes", "--only", "test.no-such-check"]);
+                    let e = String::from_utf8_lossy(&out.stderr);
+                    assert!(
+                        e.contains("rolled back run") && e.contains("interrupted"),
+                        "step {n}: {e}"
+                    );
+                    assert!(String::from_utf8_lossy(&out.stdout).contains("nothing to do"));
+                }
                 0 => {
                     // fix again: the interrupted run is rolled back first, then the plan applied.
                     let out = child(g.root(), None);
@@ -718,6 +728,12 @@ fn fix_cli_dry_run_changes_nothing_and_refuses_without_a_terminal() {
     let out = g.cloudprep(&["fix", "--dry-run"]);
     assert_eq!(out.status.code(), Some(audit_code));
     assert_same("after --dry-run", &before, &snapshot(g.root(), TREES, true));
+    let out = g.cloudprep(&["rollback"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("nothing to roll back"));
+    let out = g.cloudprep(&["runs"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
     let has_plan = report["findings"]
         .as_array()
         .unwrap()
