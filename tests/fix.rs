@@ -119,6 +119,13 @@ fn plant(g: &common::Guest) {
     std::fs::write(g.path("/etc/fixtest/real.conf"), "x=1\n").unwrap();
     std::os::unix::fs::symlink("/etc/fixtest/real.conf", g.path("/etc/fixtest/link.conf")).unwrap();
     std::fs::write(g.path("/etc/fixtest/gone.conf"), "obsolete\n").unwrap();
+    // systemd-resolved's stub: dangling in an offline image.
+    g.remove("/etc/resolv.conf");
+    std::os::unix::fs::symlink(
+        "../run/systemd/resolve/stub-resolv.conf",
+        g.path("/etc/resolv.conf"),
+    )
+    .unwrap();
     // A guest symlink that would leave the root if it were followed on the host.
     std::os::unix::fs::symlink(
         "/../../../../tmp/cloudprep-host-escape",
@@ -286,6 +293,10 @@ fn apply_validate_undo_and_rollback_byte_identical() {
     ));
     findings.push(finding("test.pre", cmd(Phase::Pre, 10, &["true"])));
     findings.push(finding("test.env", cmd(Phase::Post, 50, &["env"])));
+    findings.push(finding(
+        "test.resolv",
+        cmd(Phase::Post, 55, &["cat", "/etc/resolv.conf"]),
+    ));
     findings.push(finding(
         "test.touch",
         cmd(

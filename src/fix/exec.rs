@@ -107,6 +107,10 @@ enum Op {
     Mknod(CString, libc::mode_t, libc::dev_t),
     Symlink(CString, CString),
     Chown(CString, libc::uid_t, libc::gid_t),
+    /// Create an empty file (a bind-mount target) if absent.
+    Touch(CString),
+    /// Bind-mount src on dst if possible (failure is not fatal).
+    BindOptional(CString, CString),
 }
 
 fn c(p: &Path) -> CString {
@@ -256,7 +260,8 @@ impl Chroot {
             }
         }
         let run = base.join("run");
-        if is_real_dir(&run) {
+        let run_tmpfs = is_real_dir(&run);
+        if run_tmpfs {
             ops.push(Op::Mount {
                 src: cs("tmpfs"),
                 dst: c(&run),
@@ -264,6 +269,35 @@ impl Chroot {
                 flags: libc::MS_NOSUID | libc::MS_NODEV,
                 data: Some(cs("mode=0755")),
             });
+        }
+        // Name resolution for commands that download (apt-get): the host's resolv.conf is bind-mounted
+        // where the guest's /etc/resolv.conf points — only in this namespace, the guest file is untouched.
+        // A guest link into /run (systemd-resolved, resolvconf) gets its target created in the tmpfs.
+        if Path::new("/etc/resolv.conf").exists() {
+            if let Ok(r) = root.resolve("/etc/resolv.conf") {
+                let in_run = r.guest.starts_with("/run/") && run_tmpfs;
+                let target = r.host.clone();
+                let regular = std::fs::symlink_metadata(&target)
+                    .map(|m| m.is_file())
+                    .unwrap_or(false);
+                if in_run {
+                    let mut p = PathBuf::from("/");
+                    let comps: Vec<&str> = r.guest.trim_start_matches('/').split('/').collect();
+                    for comp in &comps[..comps.len() - 1] {
+                        p.push(comp);
+                        if p != Path::new("/run") {
+                            ops.push(Op::Mkdir(
+                                c(&base.join(p.strip_prefix("/").unwrap_or(&p))),
+                                0o755,
+                            ));
+                        }
+                    }
+                    ops.push(Op::Touch(c(&target)));
+                }
+                if in_run || regular {
+                    ops.push(Op::BindOptional(cs("/etc/resolv.conf"), c(&target)));
+                }
+            }
         }
         Ok(Chroot { base, ops })
     }
@@ -361,6 +395,25 @@ fn child_setup(ops: &[Op], base: &CString) -> std::io::Result<()> {
                 }
                 Op::Chown(p, u, g) => {
                     libc::lchown(p.as_ptr(), *u, *g);
+                }
+                Op::BindOptional(src, dst) => {
+                    libc::mount(
+                        src.as_ptr(),
+                        dst.as_ptr(),
+                        std::ptr::null(),
+                        libc::MS_BIND,
+                        std::ptr::null(),
+                    );
+                }
+                Op::Touch(p) => {
+                    let fd = libc::open(
+                        p.as_ptr(),
+                        libc::O_WRONLY | libc::O_CREAT | libc::O_CLOEXEC | libc::O_NOFOLLOW,
+                        0o644 as libc::c_uint,
+                    );
+                    if fd >= 0 {
+                        libc::close(fd);
+                    }
                 }
             }
         }
