@@ -361,6 +361,10 @@ fn apply_validate_undo_and_rollback_byte_identical() {
         .message
         .contains("YAML"));
     assert!(!g.path("/etc/cloud/cloud.cfg.d/99-test.cfg").exists());
+    assert!(
+        !g.path("/etc/cloud").exists(),
+        "directories made for a rejected file are left"
+    );
     let now = snapshot(g.root(), &["/etc/default", "/etc/fstab"], true);
     for p in ["/etc/default/grub", "/etc/fstab"] {
         assert_eq!(now.get(p), before.get(p), "{p} not restored exactly");

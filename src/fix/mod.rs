@@ -559,7 +559,9 @@ impl Run<'_> {
             Some(text) => {
                 self.backup(&r.guest, if exists { "rewrite" } else { "create" })?;
                 let journal = &mut self.journal;
+                let mut made: Vec<String> = Vec::new();
                 let d = atomic::ensure_dir(root, &parent, &mut |p| {
+                    made.push(p.to_string());
                     journal.append(&Entry::MkDir {
                         path: p.to_string(),
                     })
@@ -618,6 +620,12 @@ impl Run<'_> {
                             error: err.clone(),
                         })?;
                         self.undo(&r.guest)?;
+                        // Directories made for the rejected file go too (when empty).
+                        for m in made.iter().rev() {
+                            if let Ok((p, n)) = split(m) {
+                                let _ = Dir::open(root, &p).and_then(|d| d.rmdir(&n));
+                            }
+                        }
                         fr.status = "undone".into();
                         fr.message =
                             format!("the new content was rejected and the file restored: {err}");
