@@ -1,0 +1,392 @@
+//! The run journal: an append-only JSON-lines log (`journal.jsonl`) in the run's directory, each entry
+//! fsynced before the change it announces is made. Replaying it tells what a run did, how far it got, and
+//! how to undo it.
+//!
+//! Fault injection for tests: with `CLOUDPREP_FAULT_STEP=N` the process SIGKILLs itself right after the
+//! N-th journal entry it wrote is durable.
+
+use crate::check::Phase;
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+pub const JOURNAL: &str = "journal.jsonl";
+/// Where runs live, under the guest root.
+pub const RUNS_DIR: &str = "/var/lib/cloudprep/runs";
+
+/// What a path was before the run touched it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    File,
+    Symlink,
+    Absent,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Meta {
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: i64,
+    pub mtime_nsec: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "kebab-case")]
+pub enum Entry {
+    /// The run starts: what it plans to do.
+    Begin {
+        id: String,
+        time: String,
+        unix: i64,
+        root: String,
+        version: String,
+        files: Vec<String>,
+        commands: Vec<Vec<String>>,
+    },
+    /// A path's original state is saved (backup copy durable) — written before the path is changed.
+    Backup {
+        seq: u64,
+        /// Canonical guest path (symlinks in the parents resolved).
+        path: String,
+        kind: Kind,
+        /// Backup copy, relative to the run directory (regular files).
+        backup: Option<String>,
+        sha256: Option<String>,
+        /// Link target (symlinks).
+        target: Option<String>,
+        meta: Meta,
+        reason: String,
+    },
+    /// A directory is about to be created (removed again on rollback when empty).
+    MkDir {
+        path: String,
+    },
+    /// A planned file change is written (or the file removed).
+    Applied {
+        seq: u64,
+        path: String,
+        action: String,
+        sha256: Option<String>,
+        findings: Vec<String>,
+    },
+    Validated {
+        seq: u64,
+        path: String,
+        validator: String,
+        note: String,
+    },
+    /// The validator rejected the new content; the file is restored next.
+    Invalid {
+        seq: u64,
+        path: String,
+        validator: String,
+        error: String,
+    },
+    /// A change was undone (restored from its backup).
+    Undone {
+        seq: u64,
+        path: String,
+    },
+    /// Listing of a directory tree before a command that may add files to it (new ones are removed on
+    /// rollback).
+    Snapshot {
+        dir: String,
+        recursive: bool,
+        entries: Vec<String>,
+    },
+    /// What a command added to a snapshotted tree (written when it finished; removed on rollback).
+    Created {
+        dir: String,
+        entries: Vec<String>,
+    },
+    CommandStart {
+        idx: usize,
+        argv: Vec<String>,
+        phase: Phase,
+        /// Whether rollback can undo its effects (from the backups taken before it).
+        reversible: bool,
+        note: String,
+    },
+    CommandDone {
+        idx: usize,
+        argv: Vec<String>,
+        status: Option<i32>,
+        signal: Option<i32>,
+        ok: bool,
+        output: String,
+    },
+    /// The forward run ended: `applied` or `failed` (a failed run is rolled back next).
+    Finished {
+        state: String,
+        summary: String,
+    },
+    RollbackStart {
+        reason: String,
+    },
+    RolledBack {
+        irreversible: Vec<Vec<String>>,
+        errors: Vec<String>,
+        #[serde(default)]
+        warnings: Vec<String>,
+    },
+}
+
+static STEPS: AtomicU64 = AtomicU64::new(0);
+
+fn fault_step() -> Option<u64> {
+    std::env::var("CLOUDPREP_FAULT_STEP")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Journal steps written by this process so far.
+pub fn steps_written() -> u64 {
+    STEPS.load(Ordering::SeqCst)
+}
+
+pub struct Journal {
+    file: File,
+    pub dir: PathBuf,
+}
+
+impl Journal {
+    /// Create the journal of a new run in `dir` (which exists).
+    pub fn create(dir: &Path) -> Result<Journal> {
+        let p = dir.join(JOURNAL);
+        let file = OpenOptions::new()
+            .append(true)
+            .create_new(true)
+            .open(&p)
+            .with_context(|| format!("creating {}", p.display()))?;
+        super::atomic::fsync_dir(dir)?;
+        Ok(Journal {
+            file,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// Reopen an existing run's journal to append to it.
+    pub fn open(dir: &Path) -> Result<Journal> {
+        let p = dir.join(JOURNAL);
+        let file = OpenOptions::new()
+            .append(true)
+            .open(&p)
+            .with_context(|| format!("opening {}", p.display()))?;
+        Ok(Journal {
+            file,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// Append one entry and make it durable before returning.
+    pub fn append(&mut self, e: &Entry) -> Result<()> {
+        let mut line = serde_json::to_string(e)?;
+        line.push('\n');
+        let p = self.dir.join(JOURNAL);
+        self.file
+            .write_all(line.as_bytes())
+            .and_then(|_| self.file.sync_data())
+            .with_context(|| format!("writing {}", p.display()))?;
+        let n = STEPS.fetch_add(1, Ordering::SeqCst) + 1;
+        if fault_step() == Some(n) {
+            log::warn!("CLOUDPREP_FAULT_STEP={n}: killing myself");
+            let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+        }
+        Ok(())
+    }
+}
+
+/// Read a journal. A torn final line (a crash in the middle of a write) is ignored; a bad line elsewhere
+/// is an error.
+pub fn read(dir: &Path) -> Result<Vec<Entry>> {
+    let p = dir.join(JOURNAL);
+    let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    let mut out = Vec::new();
+    for (i, l) in lines.iter().enumerate() {
+        let last = i + 1 == lines.len();
+        if l.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<Entry>(l.trim_end()) {
+            Ok(e) => out.push(e),
+            Err(_) if last && !l.ends_with('\n') => break,
+            Err(e) => {
+                return Err(e).with_context(|| format!("{}: line {}", p.display(), i + 1));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The state of a run, as its journal tells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunState {
+    /// Started and never finished (interrupted): must be rolled back.
+    Incomplete,
+    /// A rollback started and did not finish: must be rolled back (again).
+    RollingBack,
+    Applied,
+    /// Finished with a failure (rolled back right after).
+    Failed,
+    RolledBack,
+}
+
+impl RunState {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RunState::Incomplete => "incomplete",
+            RunState::RollingBack => "rolling-back",
+            RunState::Applied => "applied",
+            RunState::Failed => "failed",
+            RunState::RolledBack => "rolled-back",
+        }
+    }
+    pub fn needs_recovery(&self) -> bool {
+        matches!(
+            self,
+            RunState::Incomplete | RunState::RollingBack | RunState::Failed
+        )
+    }
+}
+
+pub fn state_of(entries: &[Entry]) -> RunState {
+    let mut st = RunState::Incomplete;
+    for e in entries {
+        match e {
+            Entry::Finished { state, .. } => {
+                st = if state == "applied" {
+                    RunState::Applied
+                } else {
+                    RunState::Failed
+                }
+            }
+            Entry::RollbackStart { .. } => st = RunState::RollingBack,
+            Entry::RolledBack { .. } => st = RunState::RolledBack,
+            _ => {}
+        }
+    }
+    st
+}
+
+/// Summary of one run for `cloudprep runs`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunInfo {
+    pub id: String,
+    pub time: String,
+    pub unix: i64,
+    pub state: RunState,
+    /// Paths changed (applied and not undone).
+    pub files: Vec<String>,
+    pub commands: Vec<Vec<String>>,
+    #[serde(skip)]
+    pub dir: PathBuf,
+}
+
+pub fn info(id: &str, dir: &Path, entries: &[Entry]) -> RunInfo {
+    let mut r = RunInfo {
+        id: id.to_string(),
+        time: String::new(),
+        unix: 0,
+        state: state_of(entries),
+        files: Vec::new(),
+        commands: Vec::new(),
+        dir: dir.to_path_buf(),
+    };
+    for e in entries {
+        match e {
+            Entry::Begin { time, unix, .. } => {
+                r.time = time.clone();
+                r.unix = *unix;
+            }
+            Entry::Applied { path, .. } if !r.files.contains(path) => r.files.push(path.clone()),
+            Entry::Undone { path, .. } => r.files.retain(|p| p != path),
+            Entry::CommandStart { argv, .. } => r.commands.push(argv.clone()),
+            _ => {}
+        }
+    }
+    r
+}
+
+/// A new run id: UTC time plus the run's sequence number, so ids sort in run order even within a second.
+pub fn new_run_id(now: std::time::SystemTime, seq: usize) -> String {
+    let secs = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let (y, mo, d, h, mi, s) = civil(secs);
+    format!("{y:04}{mo:02}{d:02}T{h:02}{mi:02}{s:02}Z-{seq:04}")
+}
+
+/// RFC 3339 UTC time.
+pub fn rfc3339(secs: i64) -> String {
+    let (y, mo, d, h, mi, s) = civil(secs);
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
+}
+
+/// Unix seconds to (year, month, day, hour, minute, second), UTC (Howard Hinnant's days-to-civil).
+fn civil(secs: i64) -> (i64, u32, u32, u32, u32, u32) {
+    let days = secs.div_euclid(86400);
+    let rem = secs.rem_euclid(86400);
+    let z = days + 719468;
+    let era = z.div_euclid(146097);
+    let doe = z.rem_euclid(146097);
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = if m <= 2 { y + 1 } else { y };
+    (
+        y,
+        m,
+        d,
+        (rem / 3600) as u32,
+        ((rem % 3600) / 60) as u32,
+        (rem % 60) as u32,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951782400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1795650243), "2026-11-25T23:44:03Z");
+    }
+
+    #[test]
+    fn torn_last_line_is_ignored_and_state_replays() {
+        let d = tempfile::tempdir().unwrap();
+        let mut j = Journal::create(d.path()).unwrap();
+        j.append(&Entry::RollbackStart { reason: "x".into() })
+            .unwrap();
+        assert_eq!(state_of(&read(d.path()).unwrap()), RunState::RollingBack);
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(d.path().join(JOURNAL))
+            .unwrap()
+            .write_all(b"{\"event\":\"rolled-b")
+            .unwrap();
+        let e = read(d.path()).unwrap();
+        assert_eq!(e.len(), 1);
+        assert_eq!(state_of(&e), RunState::RollingBack);
+        // A bad line in the middle is an error, not silently skipped.
+        std::fs::write(
+            d.path().join(JOURNAL),
+            "garbage\n{\"event\":\"rollback-start\",\"reason\":\"x\"}\n",
+        )
+        .unwrap();
+        assert!(read(d.path()).is_err());
+    }
+}

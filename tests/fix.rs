@@ -1,0 +1,897 @@
+//! The transactional executor on real debootstrap roots: plans built from test findings (rewrite with CRLF
+//! and no trailing newline, create, remove, a symlinked file, validators that reject), chroot commands,
+//! rollback to a byte-identical tree, SIGKILL at every journal step, and `update-grub` in the chroot of a
+//! loop-mounted image.
+mod common;
+
+use cloudprep::audit::{compose_plan, Plan};
+use cloudprep::check::{
+    Area, CheckInfo, FileEdit, Finding, Fix, Phase, PlannedCommand, Severity, Validator,
+};
+use cloudprep::config::Config;
+use cloudprep::fix::{self, ExecOptions};
+use cloudprep::root::Root;
+use sha2::Digest;
+use std::collections::BTreeMap;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::Command;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Node {
+    kind: char,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime: Option<(i64, i64)>,
+    content: String,
+}
+
+/// Every entry under `dirs` of the guest: type, mode, owner, content hash (or link target), and for
+/// non-directories the mtime when `with_mtime`.
+fn snapshot(root: &Path, dirs: &[&str], with_mtime: bool) -> BTreeMap<String, Node> {
+    fn walk(base: &Path, p: &Path, with_mtime: bool, out: &mut BTreeMap<String, Node>) {
+        let m = std::fs::symlink_metadata(p).unwrap();
+        let t = m.file_type();
+        let (kind, content) = if t.is_symlink() {
+            ('l', std::fs::read_link(p).unwrap().display().to_string())
+        } else if t.is_dir() {
+            ('d', String::new())
+        } else if t.is_file() {
+            (
+                'f',
+                hex::encode(sha2::Sha256::digest(std::fs::read(p).unwrap())),
+            )
+        } else {
+            ('o', String::new())
+        };
+        let rel = format!("/{}", p.strip_prefix(base).unwrap().display());
+        out.insert(
+            rel,
+            Node {
+                kind,
+                mode: m.mode() & 0o7777,
+                uid: m.uid(),
+                gid: m.gid(),
+                mtime: (with_mtime && kind != 'd').then(|| (m.mtime(), m.mtime_nsec())),
+                content,
+            },
+        );
+        if kind == 'd' {
+            let mut names: Vec<_> = std::fs::read_dir(p).unwrap().flatten().collect();
+            names.sort_by_key(|e| e.file_name());
+            for e in names {
+                walk(base, &e.path(), with_mtime, out);
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    for d in dirs {
+        let p = root.join(d.trim_start_matches('/'));
+        if p.exists() {
+            walk(root, &p, with_mtime, &mut out);
+        }
+    }
+    out
+}
+
+fn assert_same(what: &str, a: &BTreeMap<String, Node>, b: &BTreeMap<String, Node>) {
+    let mut diffs = Vec::new();
+    for (k, v) in a {
+        match b.get(k) {
+            None => diffs.push(format!("missing: {k}")),
+            Some(w) if w != v => diffs.push(format!("changed: {k}: {v:?} -> {w:?}")),
+            _ => {}
+        }
+    }
+    for k in b.keys() {
+        if !a.contains_key(k) {
+            diffs.push(format!("added: {k}"));
+        }
+    }
+    assert!(diffs.is_empty(), "{what}:\n{}", diffs.join("\n"));
+}
+
+const TREES: &[&str] = &["/etc", "/boot", "/var/cache/debconf"];
+
+fn info(id: &'static str) -> CheckInfo {
+    CheckInfo {
+        id,
+        title: "test",
+        area: Area::Platform,
+        severity: Severity::Blocker,
+        fixable: true,
+    }
+}
+
+fn finding(id: &'static str, fix: Fix) -> Finding {
+    Finding::new(&info(id), "planted by the test").fix(fix)
+}
+
+/// Files the edit tests work on, planted the way an old guest has them.
+fn plant(g: &common::Guest) {
+    std::fs::create_dir_all(g.path("/etc/fixtest")).unwrap();
+    std::fs::write(g.path("/etc/fixtest/crlf.conf"), "# keep me\r\na=1\r\nb=2").unwrap();
+    let p = g.path("/etc/fixtest/crlf.conf");
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
+    std::os::unix::fs::chown(&p, Some(0), Some(4)).unwrap();
+    std::fs::write(g.path("/etc/fixtest/real.conf"), "x=1\n").unwrap();
+    std::os::unix::fs::symlink("/etc/fixtest/real.conf", g.path("/etc/fixtest/link.conf")).unwrap();
+    std::fs::write(g.path("/etc/fixtest/gone.conf"), "obsolete\n").unwrap();
+    // systemd-resolved's stub: dangling in an offline image.
+    g.remove("/etc/resolv.conf");
+    std::os::unix::fs::symlink(
+        "../run/systemd/resolve/stub-resolv.conf",
+        g.path("/etc/resolv.conf"),
+    )
+    .unwrap();
+    // A guest symlink that would leave the root if it were followed on the host.
+    std::os::unix::fs::symlink(
+        "/../../../../tmp/cloudprep-host-escape",
+        g.path("/etc/fixtest/escape.conf"),
+    )
+    .unwrap();
+    // Old mtimes, so a restore that forgets them is caught.
+    for f in ["crlf.conf", "real.conf", "gone.conf"] {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::new(1_200_000_000, 123_456_789);
+        std::fs::File::options()
+            .write(true)
+            .open(g.path(&format!("/etc/fixtest/{f}")))
+            .unwrap()
+            .set_modified(t)
+            .unwrap();
+    }
+}
+
+/// Findings whose fixes touch several files: all valid.
+fn good_findings() -> Vec<Finding> {
+    vec![
+        finding(
+            "test.crlf",
+            Fix::default().edit(FileEdit::rewrite(
+                "/etc/fixtest/crlf.conf",
+                Validator::None,
+                |s| Ok(s.replace("b=2", "b=3")),
+            )),
+        ),
+        finding(
+            "test.symlink",
+            Fix::default().edit(FileEdit::rewrite(
+                "/etc/fixtest/link.conf",
+                Validator::ShellVars,
+                |s| {
+                    Ok(if s.contains("added=1") {
+                        s.to_string()
+                    } else {
+                        format!("{s}added=1\n")
+                    })
+                },
+            )),
+        ),
+        finding(
+            "test.create",
+            Fix::default().edit(FileEdit::create(
+                "/etc/fixtest/new.d/created.conf",
+                0o600,
+                Validator::None,
+                |_| Ok("created=1\n".into()),
+            )),
+        ),
+        finding(
+            "test.remove",
+            Fix::default().edit(FileEdit::remove("/etc/fixtest/gone.conf")),
+        ),
+        finding(
+            "test.fstab",
+            Fix::default().edit(FileEdit::rewrite("/etc/fstab", Validator::Fstab, |s| {
+                Ok(if s.contains("/dev/vda1") {
+                    s.to_string()
+                } else {
+                    format!("{s}/dev/vda1 / ext4 errors=remount-ro 0 1\n")
+                })
+            })),
+        ),
+    ]
+}
+
+/// Findings whose new content the validators reject.
+fn bad_findings() -> Vec<Finding> {
+    vec![
+        finding(
+            "test.bad-shell",
+            Fix::default().edit(FileEdit::rewrite(
+                "/etc/default/grub",
+                Validator::ShellVars,
+                |s| {
+                    Ok(if s.contains("unterminated") {
+                        s.to_string()
+                    } else {
+                        format!("{s}GRUB_CMDLINE_LINUX=\"unterminated\n")
+                    })
+                },
+            )),
+        ),
+        finding(
+            "test.bad-yaml",
+            Fix::default().edit(FileEdit::create(
+                "/etc/cloud/cloud.cfg.d/99-test.cfg",
+                0o644,
+                Validator::CloudInit,
+                |_| Ok("datasource_list: [ Ec2, None\n".into()),
+            )),
+        ),
+        finding(
+            "test.bad-fstab",
+            Fix::default().edit(FileEdit::rewrite("/etc/fstab", Validator::Fstab, |s| {
+                Ok(if s.contains("garbage") {
+                    s.to_string()
+                } else {
+                    format!("{s}garbage\n")
+                })
+            })),
+        ),
+    ]
+}
+
+fn cmd(phase: Phase, order: u32, argv: &[&str]) -> Fix {
+    Fix::default().command(PlannedCommand::new(phase, order, argv, "test"))
+}
+
+fn mounts_under(p: &Path) -> Vec<String> {
+    let p = std::fs::canonicalize(p).unwrap().display().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+        .filter(|m| m.starts_with(&format!("{p}/")))
+        .collect()
+}
+
+#[test]
+fn apply_validate_undo_and_rollback_byte_identical() {
+    if !common::is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let g = common::Guest::bookworm();
+    plant(&g);
+    let before = snapshot(g.root(), TREES, true);
+    let root = Root::new(g.root()).unwrap();
+    let mut findings = good_findings();
+    findings.extend(bad_findings());
+    findings.push(finding(
+        "test.escape",
+        Fix::default().edit(FileEdit::rewrite(
+            "/etc/fixtest/escape.conf",
+            Validator::None,
+            |_| Ok("escaped=no\n".into()),
+        )),
+    ));
+    findings.push(finding(
+        "test.ifupdown",
+        Fix::default().edit(FileEdit::rewrite(
+            "/etc/network/interfaces",
+            Validator::Ifupdown,
+            |s| {
+                Ok(if s.contains("eth0") {
+                    s.to_string()
+                } else {
+                    format!("{s}\nallow-hotplug eth0\niface eth0 inet dhcp\n")
+                })
+            },
+        )),
+    ));
+    findings.push(finding(
+        "test.bad-ifupdown",
+        Fix::default().edit(FileEdit::create(
+            "/etc/network/interfaces.d/50-bad",
+            0o644,
+            Validator::Ifupdown,
+            |_| Ok("address 10.0.0.1\niface eth1 inet static\n".into()),
+        )),
+    ));
+    findings.push(finding("test.pre", cmd(Phase::Pre, 10, &["true"])));
+    findings.push(finding("test.env", cmd(Phase::Post, 50, &["env"])));
+    findings.push(finding(
+        "test.resolv",
+        cmd(Phase::Post, 55, &["cat", "/etc/resolv.conf"]),
+    ));
+    findings.push(finding(
+        "test.touch",
+        cmd(
+            Phase::Post,
+            60,
+            &["touch", "/var/tmp/cloudprep-chroot-proof"],
+        ),
+    ));
+    let plan = compose_plan(&root, &findings);
+    assert!(
+        plan.files.iter().all(|f| f.error.is_none()),
+        "{:?}",
+        plan.files
+    );
+    let rep = fix::execute(&root, &Config::default(), &plan, &ExecOptions::default()).unwrap();
+    let st = |p: &str| {
+        rep.files
+            .iter()
+            .find(|f| f.path == p)
+            .unwrap_or_else(|| panic!("{p} not in {:?}", rep.files))
+            .clone()
+    };
+    assert_eq!(rep.state, "partial", "{rep:#?}");
+    assert!(rep.failed());
+    // CRLF, comment and missing final newline kept; mode, owner and the rest byte-identical.
+    assert_eq!(
+        std::fs::read(g.path("/etc/fixtest/crlf.conf")).unwrap(),
+        b"# keep me\r\na=1\r\nb=3"
+    );
+    let m = std::fs::metadata(g.path("/etc/fixtest/crlf.conf")).unwrap();
+    assert_eq!((m.mode() & 0o7777, m.uid(), m.gid()), (0o640, 0, 4));
+    // Writing through the symlink changed its target and kept the link.
+    assert!(std::fs::symlink_metadata(g.path("/etc/fixtest/link.conf"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(g.read("/etc/fixtest/real.conf"), "x=1\nadded=1\n");
+    assert_eq!(
+        st("/etc/fixtest/link.conf").resolved,
+        "/etc/fixtest/real.conf"
+    );
+    // Created with its mode, root-owned; removed file gone.
+    let m = std::fs::metadata(g.path("/etc/fixtest/new.d/created.conf")).unwrap();
+    assert_eq!((m.mode() & 0o7777, m.uid(), m.gid()), (0o600, 0, 0));
+    assert!(!g.path("/etc/fixtest/gone.conf").exists());
+    // The rejected files were restored (or removed again), the others stay applied. fstab had a good and
+    // a bad edit composed: the bad one makes findmnt report a parse error, so the whole file is undone.
+    for p in [
+        "/etc/default/grub",
+        "/etc/cloud/cloud.cfg.d/99-test.cfg",
+        "/etc/fstab",
+    ] {
+        assert_eq!(st(p).status, "undone", "{p}: {:?}", st(p));
+    }
+    assert!(
+        st("/etc/fstab").message.contains("line "),
+        "{:?}",
+        st("/etc/fstab")
+    );
+    assert!(st("/etc/default/grub").message.contains("sh -n"));
+    assert!(st("/etc/cloud/cloud.cfg.d/99-test.cfg")
+        .message
+        .contains("YAML"));
+    assert!(!g.path("/etc/cloud/cloud.cfg.d/99-test.cfg").exists());
+    assert!(
+        !g.path("/etc/cloud").exists(),
+        "directories made for a rejected file are left"
+    );
+    let now = snapshot(g.root(), &["/etc/default", "/etc/fstab"], true);
+    for p in ["/etc/default/grub", "/etc/fstab"] {
+        assert_eq!(now.get(p), before.get(p), "{p} not restored exactly");
+    }
+    for p in [
+        "/etc/fixtest/escape.conf",
+        "/etc/fixtest/crlf.conf",
+        "/etc/fixtest/link.conf",
+        "/etc/fixtest/new.d/created.conf",
+        "/etc/fixtest/gone.conf",
+    ] {
+        assert_eq!(st(p).status, "applied", "{p}: {:?}", st(p));
+    }
+    // Commands ran inside the guest, with exactly the documented environment.
+    assert!(rep.commands.iter().all(|c| c.ok), "{:?}", rep.commands);
+    assert!(g.path("/var/tmp/cloudprep-chroot-proof").exists());
+    let env = rep.commands.iter().find(|c| c.argv == ["env"]).unwrap();
+    let mut lines: Vec<&str> = env.output.lines().collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        [
+            "DEBIAN_FRONTEND=noninteractive",
+            "HOME=/root",
+            "LC_ALL=C",
+            "PATH=/usr/sbin:/usr/bin:/sbin:/bin"
+        ]
+    );
+    assert!(
+        mounts_under(g.root()).is_empty(),
+        "{:?}",
+        mounts_under(g.root())
+    );
+    // Journal and backups are in the guest.
+    let id = rep.run_id.clone().unwrap();
+    let jdir = g.path(&format!("/var/lib/cloudprep/runs/{id}"));
+    let journal = std::fs::read_to_string(jdir.join("journal.jsonl")).unwrap();
+    assert!(journal.contains("\"event\":\"backup\""));
+    assert!(journal.contains("\"event\":\"undone\""));
+
+    // Idempotent: the same fixes now plan nothing for the applied files.
+    let again = compose_plan(&root, &good_findings());
+    for f in &again.files {
+        if f.path != "/etc/fstab" {
+            assert!(f.diff.is_empty(), "{} replans: {}", f.path, f.diff);
+        }
+    }
+    let empty = Plan::default();
+    let r2 = fix::execute(&root, &Config::default(), &empty, &ExecOptions::default()).unwrap();
+    assert_eq!(r2.state, "nothing");
+    assert!(r2.run_id.is_none());
+
+    // Someone edits a file after the run: rollback restores the original and says so.
+    std::fs::write(g.path("/etc/fixtest/crlf.conf"), "edited later\n").unwrap();
+    // `runs` lists it; `rollback` restores everything byte for byte and names what it cannot undo.
+    let out = g.cloudprep(&["runs"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&id) && text.contains("applied"), "{text}");
+    let out = g.cloudprep(&["rollback"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("cannot undo: touch /var/tmp/cloudprep-chroot-proof"),
+        "{text}"
+    );
+    assert!(!text.contains("cannot undo: true"), "{text}");
+    assert!(
+        text.contains("warning: /etc/fixtest/crlf.conf was changed after the run"),
+        "{text}"
+    );
+    assert!(!text.contains("real.conf was changed"), "{text}");
+    assert_same("after rollback", &before, &snapshot(g.root(), TREES, true));
+    assert!(!g.path("/tmp/cloudprep-host-escape").exists());
+    let out = g.cloudprep(&["runs", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["id"], id.as_str());
+    assert_eq!(v[0]["state"], "rolled-back");
+    let out = g.cloudprep(&["rollback"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("nothing to roll back"));
+    let out = g.cloudprep(&["rollback", &id]);
+    assert_eq!(out.status.code(), Some(3));
+}
+
+#[test]
+fn failing_command_rolls_back_the_whole_run() {
+    if !common::is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let g = common::Guest::bookworm();
+    plant(&g);
+    let before = snapshot(g.root(), TREES, true);
+    let root = Root::new(g.root()).unwrap();
+    let mut findings = good_findings();
+    findings.push(finding("test.fail", cmd(Phase::Post, 90, &["false"])));
+    findings.push(finding(
+        "test.missing",
+        cmd(Phase::Post, 95, &["no-such-program-here"]),
+    ));
+    let plan = compose_plan(&root, &findings);
+    let rep = fix::execute(&root, &Config::default(), &plan, &ExecOptions::default()).unwrap();
+    assert_eq!(rep.state, "rolled-back", "{rep:#?}");
+    assert!(rep.failed());
+    assert!(
+        rep.errors.iter().any(|e| e.contains("`false` failed")),
+        "{:?}",
+        rep.errors
+    );
+    // The command after the failing one never ran.
+    assert!(!rep
+        .commands
+        .iter()
+        .any(|c| c.argv[0] == "no-such-program-here"));
+    assert_same(
+        "after a failed run",
+        &before,
+        &snapshot(g.root(), TREES, true),
+    );
+    let runs = fix::list_runs(&root).unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].state.as_str(), "rolled-back");
+}
+
+/// Helper run by `sigkill_at_every_journal_step` in a child process (it kills itself at a journal step).
+#[test]
+#[ignore]
+fn fault_child() {
+    let Ok(dir) = std::env::var("CLOUDPREP_TEST_ROOT") else {
+        return;
+    };
+    let root = Root::new(&dir).unwrap();
+    let plan = compose_plan(&root, &fault_findings());
+    let rep = fix::execute(&root, &Config::default(), &plan, &ExecOptions::default()).unwrap();
+    assert_eq!(rep.state, "applied", "{rep:#?}");
+    println!("STEPS={}", rep.journal_steps);
+}
+
+fn fault_findings() -> Vec<Finding> {
+    let mut f = good_findings();
+    f.push(finding("test.pre", cmd(Phase::Pre, 10, &["true"])));
+    f.push(finding(
+        "test.debconf",
+        cmd(Phase::Post, 80, &["debconf-set-selections", "/dev/null"]),
+    ));
+    f
+}
+
+fn child(root: &Path, fault: Option<u64>) -> std::process::Output {
+    let mut c = Command::new(std::env::current_exe().unwrap());
+    c.args([
+        "fault_child",
+        "--exact",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env("CLOUDPREP_TEST_ROOT", root)
+    .env_remove("CLOUDPREP_FAULT_STEP");
+    if let Some(n) = fault {
+        c.env("CLOUDPREP_FAULT_STEP", n.to_string());
+    }
+    c.output().unwrap()
+}
+
+#[test]
+fn sigkill_at_every_journal_step() {
+    if !common::is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let g = common::Guest::bookworm();
+    plant(&g);
+    let original = snapshot(g.root(), TREES, true);
+    // The fully fixed state (mtimes aside), from one clean run, then back to the original.
+    let out = child(g.root(), None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let steps: u64 = stdout
+        .lines()
+        .find_map(|l| l.split_once("STEPS=").map(|x| x.1))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(steps >= 15, "only {steps} journal steps");
+    let fixed = snapshot(g.root(), &["/etc"], false);
+    let out = g.cloudprep(&["rollback"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_same(
+        "after the clean run's rollback",
+        &original,
+        &snapshot(g.root(), TREES, true),
+    );
+
+    for n in 1..=steps {
+        let out = child(g.root(), Some(n));
+        if n == steps {
+            // Killed after the final entry: the run is complete and applied.
+            assert_eq!(out.status.signal(), Some(9), "step {n}");
+            assert_same(
+                &format!("killed after the last step {n}"),
+                &fixed,
+                &snapshot(g.root(), &["/etc"], false),
+            );
+            let out = g.cloudprep(&["rollback"]);
+            assert_eq!(out.status.code(), Some(0));
+        } else {
+            assert_eq!(
+                out.status.signal(),
+                Some(9),
+                "step {n}: not killed: {}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+            let root = Root::new(g.root()).unwrap();
+            let runs = fix::list_runs(&root).unwrap();
+            assert_eq!(
+                runs.last().unwrap().state.as_str(),
+                "incomplete",
+                "step {n}"
+            );
+            match n % 4 {
+                3 => {
+                    // The `fix` command recovers first too (no check selected: nothing to apply after).
+                    let out = g.cloudprep(&["fix", "--yes", "--only", "test.no-such-check"]);
+                    let e = String::from_utf8_lossy(&out.stderr);
+                    assert!(
+                        e.contains("rolled back run") && e.contains("interrupted"),
+                        "step {n}: {e}"
+                    );
+                    assert!(String::from_utf8_lossy(&out.stdout).contains("nothing to do"));
+                }
+                0 => {
+                    // fix again: the interrupted run is rolled back first, then the plan applied.
+                    let out = child(g.root(), None);
+                    assert!(
+                        out.status.success(),
+                        "step {n}: {}",
+                        String::from_utf8_lossy(&out.stdout)
+                    );
+                    assert_same(
+                        &format!("fix after a kill at step {n}"),
+                        &fixed,
+                        &snapshot(g.root(), &["/etc"], false),
+                    );
+                    let out = g.cloudprep(&["rollback"]);
+                    assert_eq!(out.status.code(), Some(0));
+                }
+                1 => {
+                    // A rollback that is itself killed right after it starts, then completed.
+                    let mut c = Command::new(common::bin());
+                    c.args(["rollback", "--root"])
+                        .arg(g.root())
+                        .env("CLOUDPREP_FAULT_STEP", "1");
+                    let out = c.output().unwrap();
+                    assert_eq!(out.status.signal(), Some(9), "step {n}");
+                    let out = g.cloudprep(&["rollback"]);
+                    assert_eq!(out.status.code(), Some(0), "step {n}");
+                }
+                _ => {
+                    let out = g.cloudprep(&["rollback"]);
+                    let t = String::from_utf8_lossy(&out.stdout);
+                    assert_eq!(out.status.code(), Some(0), "step {n}: {t}");
+                    assert!(t.contains("interrupted"), "step {n}: {t}");
+                }
+            }
+        }
+        assert_same(
+            &format!("original after a kill at step {n} and recovery"),
+            &original,
+            &snapshot(g.root(), TREES, true),
+        );
+        assert!(mounts_under(g.root()).is_empty());
+    }
+    let root = Root::new(g.root()).unwrap();
+    assert!(fix::list_runs(&root)
+        .unwrap()
+        .iter()
+        .all(|r| r.state.as_str() == "rolled-back"));
+}
+
+#[test]
+fn update_grub_in_a_loop_mounted_image_writes_root_uuid() {
+    if !common::is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let mut disk = common::loopdev::LoopDisk::new(2048, "label: dos\n,,L,*\n");
+    let part = disk.part(1);
+    common::sh("mkfs.ext4", &["-q", "-F", &part]);
+    let uuid = common::sh("blkid", &["-p", "-o", "value", "-s", "UUID", &part])
+        .trim()
+        .to_string();
+    assert_eq!(uuid.len(), 36);
+    let mnt = disk.image.parent().unwrap().join("mnt");
+    disk.mount(&part, &mnt, &[]);
+    let st = Command::new(common::repo().join("scripts/mkroot.sh"))
+        .args(["bookworm", mnt.to_str().unwrap(), "vm"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let root = Root::new(&mnt).unwrap();
+    // Control: without the /dev/disk/by-uuid link (no udev here) grub-mkconfig falls back to the kernel
+    // device name. This is the trap the executor's private /dev avoids.
+    let bare = fix::exec::Chroot::new(&root, &[]).unwrap();
+    let o = fix::exec::run(Some(&bare), &["update-grub".to_string()]).unwrap();
+    assert!(o.ok(), "{}", o.output);
+    let cfg = std::fs::read_to_string(mnt.join("boot/grub/grub.cfg")).unwrap();
+    assert!(cfg.contains("root=/dev/loop"), "control run: {cfg}");
+    std::fs::remove_file(mnt.join("boot/grub/grub.cfg")).unwrap();
+    let before = snapshot(&mnt, &["/boot", "/etc/default"], true);
+    let findings = vec![finding(
+        "test.grub",
+        Fix::default()
+            .edit(FileEdit::rewrite(
+                "/etc/default/grub",
+                Validator::ShellVars,
+                |s| Ok(s.replace("GRUB_TIMEOUT=5", "GRUB_TIMEOUT=1")),
+            ))
+            .command(PlannedCommand::new(
+                Phase::Post,
+                cloudprep::check::order::UPDATE_GRUB,
+                &["update-grub"],
+                "regenerate grub.cfg",
+            )),
+    )];
+    let plan = compose_plan(&root, &findings);
+    let rep = fix::execute(&root, &Config::default(), &plan, &ExecOptions::default()).unwrap();
+    assert_eq!(rep.state, "applied", "{rep:#?}");
+    let cfg = std::fs::read_to_string(mnt.join("boot/grub/grub.cfg")).unwrap();
+    assert!(
+        cfg.contains(&format!("root=UUID={uuid}")),
+        "grub.cfg has no root=UUID={uuid}:\n{}",
+        cfg.lines()
+            .filter(|l| l.contains("linux"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(!cfg.contains("root=/dev/loop"), "{cfg}");
+    assert!(cfg.contains("set timeout=1"));
+    assert!(mounts_under(&mnt).is_empty(), "{:?}", mounts_under(&mnt));
+    // Nothing was created in the host's /dev.
+    assert!(!Path::new(&format!("/dev/disk/by-uuid/{uuid}")).exists());
+    let out = common::run_cloudprep(&mnt, &["rollback"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_same(
+        "after rollback",
+        &before,
+        &snapshot(&mnt, &["/boot", "/etc/default"], true),
+    );
+    disk.unmount_all();
+}
+
+#[test]
+fn fix_cli_dry_run_changes_nothing_and_refuses_without_a_terminal() {
+    if !common::is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let g = common::Guest::bookworm();
+    let before = snapshot(g.root(), TREES, true);
+    let (audit_code, report) = g.audit_json(&[]);
+    let out = g.cloudprep(&["fix", "--dry-run"]);
+    assert_eq!(out.status.code(), Some(audit_code));
+    assert_same("after --dry-run", &before, &snapshot(g.root(), TREES, true));
+    let out = g.cloudprep(&["rollback"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("nothing to roll back"));
+    let out = g.cloudprep(&["runs"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
+    let has_plan = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| !f["fix"].is_null());
+    let dry = String::from_utf8_lossy(&out.stdout).into_owned();
+    // Without --yes and without a terminal on stdin: refused, nothing changed.
+    let out = Command::new(common::bin())
+        .args(["fix", "--root"])
+        .arg(g.root())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    if has_plan {
+        assert!(!dry.is_empty());
+        assert_eq!(out.status.code(), Some(3));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("--yes"));
+    } else {
+        assert!(String::from_utf8_lossy(&out.stdout).contains("nothing to do"));
+        assert_eq!(out.status.code(), Some(audit_code));
+    }
+    assert_same(
+        "after a refused fix",
+        &before,
+        &snapshot(g.root(), TREES, true),
+    );
+}
+
+#[test]
+fn update_initramfs_in_the_chroot_is_undone_byte_for_byte() {
+    if !common::is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let g = common::Guest::bookworm();
+    let before = snapshot(g.root(), &["/boot", "/var/lib/initramfs-tools"], true);
+    let initrd: Vec<String> = before
+        .keys()
+        .filter(|k| k.starts_with("/boot/initrd.img-"))
+        .cloned()
+        .collect();
+    assert!(!initrd.is_empty());
+    let zstd = |b: &[u8]| b.windows(4).any(|w| w == [0x28, 0xb5, 0x2f, 0xfd]);
+    assert!(
+        zstd(&std::fs::read(g.path(&initrd[0])).unwrap()),
+        "the fixture's initrd is not zstd"
+    );
+    let root = Root::new(g.root()).unwrap();
+    let findings = vec![finding(
+        "test.initramfs",
+        Fix::default()
+            .edit(FileEdit::create(
+                "/etc/initramfs-tools/conf.d/cloudprep-test",
+                0o644,
+                Validator::ShellVars,
+                |_| Ok("COMPRESS=gzip\n".into()),
+            ))
+            .command(PlannedCommand::new(
+                Phase::Post,
+                cloudprep::check::order::UPDATE_INITRAMFS,
+                &["update-initramfs", "-u", "-k", "all"],
+                "rebuild with the virtio drivers",
+            )),
+    )];
+    let plan = compose_plan(&root, &findings);
+    let rep = fix::execute(&root, &Config::default(), &plan, &ExecOptions::default()).unwrap();
+    assert_eq!(rep.state, "applied", "{rep:#?}");
+    let after = snapshot(g.root(), &["/boot"], true);
+    for k in &initrd {
+        assert_ne!(before[k].content, after[k].content, "{k} was not rebuilt");
+        // gzip magic: the new configuration was used inside the chroot.
+        let b = std::fs::read(g.path(k)).unwrap();
+        assert!(
+            b.windows(2).any(|w| w == [0x1f, 0x8b]),
+            "{k} not gzip-compressed"
+        );
+    }
+    let out = g.cloudprep(&["rollback"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_same(
+        "after rollback",
+        &before,
+        &snapshot(g.root(), &["/boot", "/var/lib/initramfs-tools"], true),
+    );
+    assert!(!g
+        .path("/etc/initramfs-tools/conf.d/cloudprep-test")
+        .exists());
+}
+
+#[test]
+fn special_files_and_directories_are_never_replaced() {
+    if !common::is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let r = d.path();
+    for p in ["etc/dir.conf", "dev", "proc", "sys", "var/lib"] {
+        std::fs::create_dir_all(r.join(p)).unwrap();
+    }
+    common::sh("mkfifo", &[r.join("etc/fifo.conf").to_str().unwrap()]);
+    std::fs::write(r.join("etc/ok.conf"), "a\n").unwrap();
+    let root = Root::new(r).unwrap();
+    // Built by hand: reading a FIFO to compute a diff would block.
+    let edit = |p: &str| FileEdit::rewrite(p, Validator::None, |s| Ok(format!("{s}b\n")));
+    let pf = |p: &str| cloudprep::audit::PlannedFile {
+        path: p.to_string(),
+        edits: vec![edit(p)],
+        findings: vec!["test.special".into()],
+        action: "rewrite",
+        diff: "x".into(),
+        error: None,
+    };
+    let plan = Plan {
+        files: vec![
+            pf("/etc/fifo.conf"),
+            pf("/etc/dir.conf"),
+            pf("/etc/ok.conf"),
+        ],
+        commands: vec![],
+    };
+    let before = snapshot(r, &["/etc"], true);
+    let rep = fix::execute(&root, &Config::default(), &plan, &ExecOptions::default()).unwrap();
+    assert_eq!(rep.state, "partial", "{rep:#?}");
+    assert_eq!(rep.files[0].status, "error");
+    assert!(rep.files[0].message.contains("FIFO"), "{:?}", rep.files[0]);
+    assert_eq!(rep.files[1].status, "error");
+    assert!(
+        rep.files[1].message.contains("directory"),
+        "{:?}",
+        rep.files[1]
+    );
+    assert_eq!(rep.files[2].status, "applied");
+    assert_eq!(
+        std::fs::read_to_string(r.join("etc/ok.conf")).unwrap(),
+        "a\nb\n"
+    );
+    let out = common::run_cloudprep(r, &["rollback"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_same("after rollback", &before, &snapshot(r, &["/etc"], true));
+}
