@@ -963,7 +963,8 @@ fn check_stale_instance(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
     let link_meta = std::fs::symlink_metadata(&link.host).ok();
     let installed = ctx.facts.installed("cloud-init");
     let instances = ctx.root.list_dir(INSTANCES_DIR)?;
-    if link_meta.is_none() && !(installed && !instances.is_empty()) {
+    let stale_dirs = installed && !instances.is_empty();
+    if link_meta.is_none() && !stale_dirs {
         return Ok(vec![]);
     }
     let mut ev = Vec::new();
