@@ -29,6 +29,8 @@ pub const INSTANCE_LINK: &str = "/var/lib/cloud/instance";
 pub const INSTANCES_DIR: &str = "/var/lib/cloud/instances";
 /// `cloud-init clean` runs after the file edits, before initramfs/grub regeneration.
 pub const ORDER_CLOUD_INIT_CLEAN: u32 = 40;
+/// `systemctl enable/unmask` after the files, before debconf.
+pub const ORDER_SYSTEMCTL: u32 = 75;
 
 const STRICT_ID_SNIPPET: &str = "datasource:\n  Ec2:\n    strict_id: false\n";
 const LOCALE_SNIPPET: &str = "locale: false\n";
@@ -740,7 +742,13 @@ fn check_disabled(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
                     )
                     .evidence(Evidence::file(&p, "symlink to /dev/null (masked)"))
                     .remediation(format!("systemctl unmask {unit}"))
-                    .fix(Fix::default().edit(FileEdit::remove(&p))),
+                    // A symlink: FileEdit (content-based) does not apply; systemctl works offline too.
+                    .fix(Fix::default().command(PlannedCommand::new(
+                        Phase::Post,
+                        ORDER_SYSTEMCTL,
+                        &["systemctl", "unmask", unit],
+                        "unmask the cloud-init unit",
+                    ))),
                 );
             }
         }
@@ -1011,8 +1019,17 @@ fn check_stale_instance(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
             &["cloud-init", "clean", "--logs"],
             "forget the old platform's instance so the first boot in the cloud runs every module fresh",
         ))
-    } else if link_meta.is_some() {
-        Fix::default().edit(FileEdit::remove(INSTANCE_LINK))
+    } else if link_meta
+        .as_ref()
+        .is_some_and(|m| m.file_type().is_symlink())
+    {
+        // The link points at a directory: a content-based FileEdit cannot move it, rm -f removes the link.
+        Fix::default().command(PlannedCommand::new(
+            Phase::Post,
+            ORDER_CLOUD_INIT_CLEAN,
+            &["rm", "-f", INSTANCE_LINK],
+            "forget the old platform's instance (cloud-init clean is not available)",
+        ))
     } else {
         Fix::default()
     };

@@ -11,6 +11,7 @@ use crate::check::{
     order, Check, CheckInfo, Ctx, Evidence, FileEdit, Finding, Fix, Phase, PlannedCommand,
     Severity, Validator,
 };
+use crate::cloud_init::ORDER_SYSTEMCTL;
 use crate::config::NamingPolicy;
 use anyhow::Result;
 use std::collections::BTreeMap;
@@ -1691,10 +1692,15 @@ fn check_sshd(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
                     .remediation("systemctl unmask ssh.service && systemctl enable ssh.service")
                     .fix(
                         Fix::default()
-                            .edit(FileEdit::remove(&p))
                             .command(PlannedCommand::new(
                                 Phase::Post,
-                                order::DEBCONF - 5,
+                                ORDER_SYSTEMCTL,
+                                &["systemctl", "unmask", "ssh.service"],
+                                "unmask sshd",
+                            ))
+                            .command(PlannedCommand::new(
+                                Phase::Post,
+                                ORDER_SYSTEMCTL + 1,
                                 &["systemctl", "enable", "ssh.service"],
                                 "start sshd at boot",
                             )),
@@ -1714,7 +1720,7 @@ fn check_sshd(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
                 .remediation("systemctl enable ssh.service")
                 .fix(Fix::default().command(PlannedCommand::new(
                     Phase::Post,
-                    order::DEBCONF - 5,
+                    ORDER_SYSTEMCTL,
                     &["systemctl", "enable", "ssh.service"],
                     "start sshd at boot",
                 ))),
@@ -1749,7 +1755,7 @@ fn check_sshd(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
                 .remediation("update-rc.d ssh enable")
                 .fix(Fix::default().command(PlannedCommand::new(
                     Phase::Post,
-                    order::DEBCONF - 5,
+                    ORDER_SYSTEMCTL,
                     &["update-rc.d", "ssh", "enable"],
                     "start sshd at boot",
                 ))),
