@@ -88,7 +88,7 @@ pub struct Rule {
     pub text: String,
     pub cond: Cond,
     pub target: Target,
-    /// A rate-limit/recent match: passes the first connection, so it never makes a drop rule match it.
+    /// A rate-limit/recent match: passes the first connection, so only an accept can match it.
     pub rate_limited: bool,
 }
 
@@ -265,8 +265,9 @@ fn eval_chain(
     }
     for r in &chain.rules {
         let cond = match (&r.cond, &r.target) {
-            // Rate limits let the first connection through: they never make a drop match.
-            (_, Target::Drop(_)) if r.rate_limited => Cond::Never,
+            // Rate limits/recent lists let the first connection through: a rate-matched rule only
+            // accepts it, never drops or diverts it (`-m recent --update ... -j ufw-user-limit`).
+            (_, t) if r.rate_limited && *t != Target::Accept => Cond::Never,
             (c, _) => c.clone(),
         };
         match cond {
@@ -1274,8 +1275,14 @@ fn unit_enabled(ctx: &Ctx, units: &[&str]) -> bool {
         "/etc/systemd/system/basic.target.wants",
         "/etc/systemd/system/sockets.target.wants",
     ];
-    dirs.iter()
-        .any(|d| units.iter().any(|u| ctx.root.exists(format!("{d}/{u}"))))
+    // The wants/ link itself (its target may live in /lib or /usr/lib: do not follow it).
+    dirs.iter().any(|d| {
+        units.iter().any(|u| {
+            ctx.root
+                .resolve_parent(format!("{d}/{u}"))
+                .is_ok_and(|r| std::fs::symlink_metadata(r.host).is_ok())
+        })
+    })
 }
 
 fn reach_finding(
@@ -1477,7 +1484,9 @@ fn check_firewall(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
                     ("/etc/ufw/user.rules", false),
                     ("/etc/ufw/user6.rules", true),
                 ] {
-                    let text = ctx.root.read_text(rules_path)?.unwrap_or_default();
+                    let Some(text) = ctx.root.read_text(rules_path)? else {
+                        continue;
+                    };
                     let p = parse_iptables_save(&text, &probe);
                     let reach = evaluate(
                         &p.chains,
