@@ -265,11 +265,19 @@ pub fn cmdline_datasources(cmdline: &str) -> Option<Vec<String>> {
     found
 }
 
-/// Does `effective` contain every datasource of `target` (case-insensitive)?
+/// Does `effective` contain every datasource of `target` (case-insensitive) and start with the target's
+/// first one? ds-identify keeps only the datasources it detects: with OpenStack (or NoCloud, with a stale
+/// seed) listed before Ec2, an OpenStack cloud is detected as such and Ec2 is never tried.
 pub fn includes_target(effective: &[String], target: &[String]) -> bool {
-    target
-        .iter()
-        .all(|t| effective.iter().any(|e| e.eq_ignore_ascii_case(t)))
+    let first_ok = match (effective.first(), target.first()) {
+        (Some(e), Some(t)) => e.eq_ignore_ascii_case(t),
+        (_, None) => true,
+        (None, Some(_)) => false,
+    };
+    first_ok
+        && target
+            .iter()
+            .all(|t| effective.iter().any(|e| e.eq_ignore_ascii_case(t)))
 }
 
 /// A cloud.cfg.d file an OS installer (subiquity, curtin, debian-installer) left behind, and why it matters.
@@ -793,9 +801,10 @@ fn check_datasource(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
         Some(e) if includes_target(&e.list, &target) => return Ok(vec![]),
         Some(e) => (
             format!(
-                "cloud-init's effective datasource_list is [ {} ] (set last by {}), which does not include the \
-                 cloud's datasource {want}: on first boot in the cloud cloud-init finds no datasource, so the \
-                 SSH key and network configuration are never applied",
+                "cloud-init's effective datasource_list is [ {} ] (set last by {}), which does not start with / \
+                 include the cloud's datasource {want}: on first boot in the cloud cloud-init detects another \
+                 datasource or none, so the SSH key and network configuration from the cloud's EC2-style \
+                 metadata are never applied",
                 e.list.join(", "),
                 e.evidence.path
             ),
@@ -1240,6 +1249,20 @@ mod tests {
             &["Ec2".into(), "None".into()]
         ));
         assert!(!includes_target(&["NoCloud".into()], &["Ec2".into()]));
+        // Debian's default list includes Ec2, but OpenStack comes first and wins on an OpenStack cloud.
+        let debian_default: Vec<String> = "NoCloud, ConfigDrive, OpenNebula, OpenStack, Ec2, None"
+            .split(", ")
+            .map(String::from)
+            .collect();
+        assert!(!includes_target(
+            &debian_default,
+            &["Ec2".into(), "None".into()]
+        ));
+        assert!(includes_target(
+            &["Ec2".into(), "OpenStack".into(), "None".into()],
+            &["Ec2".into(), "None".into()]
+        ));
+        assert!(!includes_target(&[], &["Ec2".into()]));
     }
 
     #[test]

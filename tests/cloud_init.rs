@@ -356,4 +356,20 @@ fn clean_guest_has_no_cloud_init_findings() {
     );
     let (_, v) = g.audit_json(&[]);
     assert_eq!(mine(&v), Vec::<String>::new());
+    // Debian's default list (what `apt-get install cloud-init` writes) names Ec2, but after OpenStack:
+    // ds-identify detects OpenStack on the cloud and never tries Ec2.
+    g.remove("/etc/cloud/cloud.cfg.d/95-more.cfg");
+    g.write(
+        "/etc/cloud/cloud.cfg.d/90_dpkg.cfg",
+        "# to update this file, run dpkg-reconfigure cloud-init\ndatasource_list: [ NoCloud, ConfigDrive, OpenNebula, DigitalOcean, Azure, AltCloud, OVF, MAAS, GCE, OpenStack, CloudSigma, SmartOS, Bigstep, Scaleway, AliYun, Ec2, CloudStack, Hetzner, IBMCloud, Oracle, Exoscale, RbxCloud, UpCloud, VMware, Vultr, LXD, NWCS, Akamai, None ]\n",
+    );
+    let (code, v) = g.audit_json(&[]);
+    assert_eq!(code, 2);
+    assert_eq!(mine(&v), vec!["cloud-init.datasource".to_string()]);
+    assert!(has_evidence(
+        &v,
+        "cloud-init.datasource",
+        "/etc/cloud/cloud.cfg.d/90_dpkg.cfg",
+        Some(2)
+    ));
 }
