@@ -300,6 +300,12 @@ pub fn classify_leftover(name: &str, value: Option<&Value>) -> Option<Leftover> 
         "written by the Ubuntu installer (subiquity): it pins the installer's own datasource"
     } else if lname.contains("subiquity") {
         "written by the Ubuntu installer (subiquity)"
+    } else if lname.contains("curtin")
+        && value
+            .and_then(|v| get(v, "network"))
+            .is_some_and(|n| !n.is_null())
+    {
+        "written by curtin: it pins the installer's network configuration (the old static addresses and MACs)"
     } else if lname.contains("curtin") {
         "written by curtin (the installer's image writer)"
     } else if lname == "99-disable-network-config.cfg" || disables_network {
@@ -1299,6 +1305,13 @@ mod tests {
                 .disables_network
         );
         assert!(classify_leftover("50-curtin-networking.cfg", None).is_some());
+        let v = parse_cfg(
+            "network:\n  version: 2\n  ethernets:\n    ens192:\n      addresses: [10.1.2.5/24]\n",
+        )
+        .unwrap();
+        let l = classify_leftover("50-curtin-networking.cfg", Some(&v)).unwrap();
+        assert!(l.reason.contains("static"), "{}", l.reason);
+        assert!(!l.disables_network);
         assert!(classify_leftover("90_dpkg.cfg", Some(&parse_cfg("").unwrap())).is_none());
     }
 

@@ -1355,22 +1355,34 @@ fn restored_files(ctx: &Ctx) -> Result<Vec<String>> {
     scripts.extend(ctx.root.files_in("/etc/network/interfaces.d", |_| true)?);
     scripts.extend(ctx.root.files_in("/etc/network/if-pre-up.d", |_| true)?);
     scripts.extend(ctx.root.files_in("/etc/network/if-up.d", |_| true)?);
-    let re = regex::Regex::new(r"ip6?tables-restore\b[^<\n]*<?\s*(/[^\s;|&]+)").unwrap();
     let mut out = Vec::new();
     for s in scripts {
         let Ok(Some(t)) = ctx.root.read_text(&s) else {
             continue;
         };
-        for line in t.lines().filter(|l| !l.trim_start().starts_with('#')) {
-            for c in re.captures_iter(line) {
-                let p = c[1].to_string();
-                if !out.contains(&p) {
-                    out.push(p);
-                }
+        for p in restore_paths(&t) {
+            if !out.contains(&p) {
+                out.push(p);
             }
         }
     }
     Ok(out)
+}
+
+/// Rule files loaded by `iptables-restore`/`ip6tables-restore` in a script or ifupdown stanza.
+pub fn restore_paths(text: &str) -> Vec<String> {
+    let re =
+        regex::Regex::new(r"ip6?tables-restore\b(?:\s+-[-a-zA-Z]+)*\s*<?\s*(/[^\s;|&)]+)").unwrap();
+    let mut out = Vec::new();
+    for line in text.lines().filter(|l| !l.trim_start().starts_with('#')) {
+        for c in re.captures_iter(line) {
+            let p = c[1].to_string();
+            if !out.contains(&p) {
+                out.push(p);
+            }
+        }
+    }
+    out
 }
 
 fn check_firewall(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
@@ -2025,6 +2037,19 @@ COMMIT
         assert_eq!(
             drop_specific_listen("ListenAddress 0.0.0.0\r\nListenAddress ::"),
             "ListenAddress 0.0.0.0\r\nListenAddress ::"
+        );
+    }
+
+    #[test]
+    fn restore_scripts() {
+        let t = "auto eth0\niface eth0 inet static\n  pre-up iptables-restore < /etc/iptables.up.rules\n  pre-up /sbin/ip6tables-restore -n /etc/ip6tables.rules\n# pre-up iptables-restore < /etc/old.rules\n";
+        assert_eq!(
+            restore_paths(t),
+            vec!["/etc/iptables.up.rules", "/etc/ip6tables.rules"]
+        );
+        assert_eq!(
+            restore_paths("#!/bin/sh\n/sbin/iptables-restore </etc/firewall.v4 || true\n"),
+            vec!["/etc/firewall.v4"]
         );
     }
 
