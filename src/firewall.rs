@@ -827,6 +827,13 @@ pub fn parse_nft(text: &str, probe: &Probe) -> NftRuleset {
     };
 
     while i < toks.len() {
+        if toks[i].1 == Tok::Close {
+            let l = toks[i].0;
+            rs.errors.push((l, line_text(l), "unbalanced `}`".into()));
+            i += 1;
+            continue;
+        }
+        let before = i;
         let (line, words, opens) = statement(&toks, &mut i);
         let w: Vec<String> = words
             .iter()
@@ -996,6 +1003,10 @@ pub fn parse_nft(text: &str, probe: &Probe) -> NftRuleset {
                 rs.errors
                     .push((line, line_text(line), format!("unknown statement `{head}`")));
             }
+        }
+        if i == before {
+            // Never loop on input the parser does not understand.
+            i += 1;
         }
     }
     rs
@@ -1593,6 +1604,14 @@ fn check_firewall(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
             None => {}
         }
     }
+    for f in &mut out {
+        let mut seen: Vec<Evidence> = Vec::new();
+        f.evidence.retain(|e| {
+            let dup = seen.contains(e);
+            seen.push(e.clone());
+            !dup
+        });
+    }
     Ok(out)
 }
 
@@ -2038,6 +2057,27 @@ COMMIT
             drop_specific_listen("ListenAddress 0.0.0.0\r\nListenAddress ::"),
             "ListenAddress 0.0.0.0\r\nListenAddress ::"
         );
+    }
+
+    #[test]
+    fn nft_garbage_terminates() {
+        for t in [
+            "table inet x {\n chain input { type filter hook input priority 0; policy drop;\n  tcp dport { 22, \n}\n}}}}\n{{{ add rule\nadd rule\ninsert rule inet\n",
+            "}}}}",
+            "{",
+            "table",
+            "table inet t { chain c {",
+            "add chain inet t input { type filter hook input priority 0; policy drop;",
+            "define x = { 1, 2\ntable ip t { set s { type ipv4_addr; elements = { 1.2.3.4 } } }",
+        ] {
+            let _ = parse_nft(t, &probe());
+        }
+        let rs = parse_nft(
+            "}\ntable inet t { chain input { type filter hook input priority 0; policy drop; } }\n",
+            &probe(),
+        );
+        assert_eq!(rs.errors.len(), 1);
+        assert_eq!(rs.input_chains.len(), 1);
     }
 
     #[test]
