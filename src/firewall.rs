@@ -219,7 +219,8 @@ pub type Chains = BTreeMap<String, Chain>;
 /// Evaluate `start` (a base chain) for the probe packet. `policy` overrides the chain's own policy.
 pub fn evaluate(chains: &Chains, start: &str, policy: Option<(&str, usize, &str)>) -> Reach {
     let mut restricted = Vec::new();
-    let out = eval_chain(chains, start, 0, &mut restricted);
+    let mut budget = 100_000usize;
+    let out = eval_chain(chains, start, 0, &mut restricted, &mut budget);
     let drop = match out {
         Outcome::Accept => return Reach::Open,
         Outcome::Drop(l, t) => (l, t),
@@ -256,13 +257,16 @@ fn eval_chain(
     name: &str,
     depth: usize,
     restricted: &mut Vec<(usize, String, String)>,
+    budget: &mut usize,
 ) -> Outcome {
     let Some(chain) = chains.get(name) else {
         return Outcome::Fallthrough;
     };
-    if depth > 32 {
+    // Jump loops (iptables-restore rejects them, a hand-written file may not): bounded depth and work.
+    if depth > 32 || *budget == 0 {
         return Outcome::Fallthrough;
     }
+    *budget -= 1;
     for r in &chain.rules {
         let cond = match (&r.cond, &r.target) {
             // Rate limits/recent lists let the first connection through: a rate-matched rule only
@@ -277,17 +281,17 @@ fn eval_chain(
                 Target::Drop(_) => return Outcome::Drop(r.line, r.text.clone()),
                 Target::Return => return Outcome::Fallthrough,
                 Target::Continue => continue,
-                Target::Jump(c) => match eval_chain(chains, c, depth + 1, restricted) {
+                Target::Jump(c) => match eval_chain(chains, c, depth + 1, restricted, budget) {
                     Outcome::Fallthrough => continue,
                     o => return o,
                 },
-                Target::Goto(c) => return eval_chain(chains, c, depth + 1, restricted),
+                Target::Goto(c) => return eval_chain(chains, c, depth + 1, restricted, budget),
             },
             Cond::Maybe(why) => match &r.target {
                 Target::Accept => restricted.push((r.line, r.text.clone(), why)),
                 Target::Jump(c) | Target::Goto(c) => {
                     let mut sub = Vec::new();
-                    if let Outcome::Accept = eval_chain(chains, c, depth + 1, &mut sub) {
+                    if let Outcome::Accept = eval_chain(chains, c, depth + 1, &mut sub, budget) {
                         restricted.push((r.line, r.text.clone(), why));
                     }
                     restricted.extend(sub);
@@ -2078,6 +2082,15 @@ COMMIT
         );
         assert_eq!(rs.errors.len(), 1);
         assert_eq!(rs.input_chains.len(), 1);
+    }
+
+    #[test]
+    fn jump_loops_terminate() {
+        let t = "*filter\n:INPUT DROP [0:0]\n:a - [0:0]\n-A INPUT -j a\n-A a -j a\n-A a -j a\n-A a -s 10.0.0.0/8 -j a\n-A a -j a\nCOMMIT\n";
+        let start = std::time::Instant::now();
+        let r = evaluate(&parse_iptables_save(t, &probe()).chains, "INPUT", None);
+        assert!(matches!(r, Reach::Blocked { .. }), "{r:?}");
+        assert!(start.elapsed() < std::time::Duration::from_secs(5));
     }
 
     #[test]
