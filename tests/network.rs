@@ -422,6 +422,17 @@ fn netplan_nm_and_networkd_pins_and_static_addresses() {
         "[Match]\nName=eth0\n\n[Network]\nDHCP=ipv4\n"
     );
 
+    let (ok, out) = netplan_generate(g.root());
+    assert!(ok, "netplan rejects the rewritten configuration: {out}");
+    assert!(g
+        .path("/run/systemd/network/10-netplan-eth0.network")
+        .exists());
+    let net = g.read("/run/systemd/network/10-netplan-eth0.network");
+    assert!(
+        net.contains("DHCP=ipv4") && !net.contains("192.0.2.20"),
+        "{net}"
+    );
+
     // As on Ubuntu: resolv.conf is systemd-resolved's stub, and no DNS override.
     g.remove("/etc/resolv.conf");
     std::os::unix::fs::symlink(
@@ -432,4 +443,63 @@ fn netplan_nm_and_networkd_pins_and_static_addresses() {
     g.write("/etc/dhcp/dhclient.conf", "# local\n");
     let (_, v) = g.audit_json(&[]);
     assert!(my_findings(&v).is_empty(), "{:#?}", my_findings(&v));
+}
+
+/// `netplan generate --root-dir` (netplan.io, installed by x.sh) on a root holding /etc/netplan.
+fn netplan_generate(root: &std::path::Path) -> (bool, String) {
+    let out = Command::new("netplan")
+        .arg("generate")
+        .arg("--root-dir")
+        .arg(root)
+        .output()
+        .expect("running netplan (install netplan.io: ./x.sh setup)");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Netplan files of various shapes: netplan itself accepts each before and after the rewrites, and the
+/// rewrites leave the static addressing and the MAC match behind.
+#[test]
+fn netplan_rewrites_are_accepted_by_netplan() {
+    use cloudprep::network::netplan;
+    let cases = [
+        // Ubuntu installer style, flow lists, quoted MAC, comment after a value.
+        "network:\n  version: 2\n  ethernets:\n    ens160:\n      match:\n        macaddress: \"00:0c:29:12:34:56\"\n      set-name: ens160\n      dhcp4: no   # static\n      addresses: [192.0.2.10/24, '198.51.100.10/24']\n      gateway4: 192.0.2.1\n      nameservers: {addresses: [192.0.2.53]}\n",
+        // 4-space indentation, routes list, CRLF, no final newline.
+        "# lan\r\nnetwork:\r\n    version: 2\r\n    renderer: networkd\r\n    ethernets:\r\n        ens192:\r\n            addresses:\r\n            - 192.0.2.11/24\r\n            routes:\r\n            -   to: default\r\n                via: 192.0.2.1\r\n            mtu: 1400",
+        // A match with a driver too: only the MAC goes; a bridge referencing the NIC.
+        "network:\n  version: 2\n  ethernets:\n    lan:\n      match:\n        driver: vmxnet3\n        macaddress: 00:0c:29:12:34:57\n  bridges:\n    br0:\n      interfaces: [lan]\n      addresses:\n        - 192.0.2.12/24\n      gateway4: 192.0.2.1\n",
+    ];
+    for (i, text) in cases.iter().enumerate() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("etc/netplan");
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("50-test.yaml");
+        std::fs::write(&file, text).unwrap();
+        let (ok, out) = netplan_generate(d.path());
+        assert!(ok, "case {i}: netplan rejects the original: {out}");
+        let np = netplan::parse(text);
+        assert!(np.bad.is_empty(), "case {i}: {:?}", np.bad);
+        let mut cur = text.to_string();
+        for f in &np.ifaces {
+            let ids = vec![f.id.clone(), "eth0".to_string()];
+            cur = netplan::unpin_mac(&cur, &ids, "eth0");
+            if f.is_static() {
+                cur = netplan::to_dhcp(&cur, &ids);
+            }
+        }
+        let again = netplan::parse(&cur);
+        assert!(
+            again
+                .ifaces
+                .iter()
+                .all(|f| f.match_mac.is_none() && !f.is_static()),
+            "case {i}: {cur}"
+        );
+        std::fs::write(&file, &cur).unwrap();
+        let (ok, out) = netplan_generate(d.path());
+        assert!(ok, "case {i}: netplan rejects the rewrite: {out}\n{cur}");
+    }
 }

@@ -400,7 +400,7 @@ fn collect_cfgs(st: &NetState) -> Vec<Cfg> {
             path: f.path.clone(),
             line: ini.sections.first().map(|s| s.1).unwrap_or(1),
             name: name.clone(),
-            id: name.unwrap_or_default(),
+            id: name.unwrap_or_else(|| f.path.rsplit('/').next().unwrap_or("").to_string()),
             family: "inet".into(),
             method,
             addresses,
@@ -779,8 +779,28 @@ pub fn grub_set_ifnames(content: &str) -> Result<String> {
     Ok(out)
 }
 
-/// Does udev of this guest rename NICs to predictable names?
-fn predictable_capable(root: &Root) -> bool {
+/// Does udev of this guest rename NICs to predictable names? Debian before 9 (stretch) and Ubuntu before
+/// 15.10 kept kernel names by default even where the udev rule exists.
+fn predictable_capable(ctx: &Ctx) -> bool {
+    if let Some(os) = &ctx.facts.os {
+        let major: u32 = os
+            .version_id
+            .split('.')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let old = match os.id.as_str() {
+            "debian" => major > 0 && major < 9,
+            "ubuntu" => {
+                major > 0 && (major < 15 || (major == 15 && os.version_id.as_str() < "15.10"))
+            }
+            _ => false,
+        };
+        if old {
+            return false;
+        }
+    }
+    let root = ctx.root;
     [
         "/lib/udev/rules.d/80-net-setup-link.rules",
         "/usr/lib/udev/rules.d/80-net-setup-link.rules",
@@ -1206,7 +1226,7 @@ fn check_names(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
         NamingPolicy::Eth0 => {
             let map = st.rename_map(naming);
             let disabled = ifnames_disabled(ctx.root)?;
-            let capable = predictable_capable(ctx.root);
+            let capable = predictable_capable(ctx);
             if map.is_empty() && (disabled || !capable) {
                 return Ok(out);
             }
@@ -1502,7 +1522,7 @@ fn check_no_primary_dhcp(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
                 })
             },
         ));
-        if predictable_capable(ctx.root) && !ifnames_disabled(ctx.root)? {
+        if predictable_capable(ctx) && !ifnames_disabled(ctx.root)? {
             let g = grub_fix(ctx.root);
             fix.edits.extend(g.edits);
             fix.commands.extend(g.commands);
@@ -1632,6 +1652,30 @@ mod tests {
         assert!(!grub_has_ifnames0(
             "#GRUB_CMDLINE_LINUX=\"net.ifnames=0\"\nGRUB_CMDLINE_LINUX=\"net.ifnames=1\""
         ));
+    }
+
+    #[test]
+    fn glob_includes_through_root() {
+        let d = tempfile::tempdir().unwrap();
+        let root = Root::new(d.path()).unwrap();
+        std::fs::create_dir_all(d.path().join("etc/network/interfaces.d")).unwrap();
+        for n in ["eth0", "eth1.cfg", ".hidden", "b~"] {
+            std::fs::write(d.path().join("etc/network/interfaces.d").join(n), "").unwrap();
+        }
+        std::fs::create_dir_all(d.path().join("etc/network/interfaces.d/sub")).unwrap();
+        assert_eq!(
+            expand_glob(&root, "/etc/network/interfaces.d/*").unwrap(),
+            vec![
+                "/etc/network/interfaces.d/b~",
+                "/etc/network/interfaces.d/eth0",
+                "/etc/network/interfaces.d/eth1.cfg"
+            ]
+        );
+        assert_eq!(
+            expand_glob(&root, "/etc/*/interfaces.d/*.cfg").unwrap(),
+            vec!["/etc/network/interfaces.d/eth1.cfg"]
+        );
+        assert!(expand_glob(&root, "/etc/nothing/*").unwrap().is_empty());
     }
 
     #[test]
