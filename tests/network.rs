@@ -16,6 +16,7 @@ const MY_IDS: &[&str] = &[
     "network.interface-names",
     "network.no-primary-dhcp",
     "network.resolv-conf-static",
+    "network.config-syntax",
 ];
 
 /// Assert a finding `id` with evidence at `path`:`line`, printing the network findings otherwise.
@@ -168,6 +169,26 @@ fn clean_root_has_no_network_findings_and_bare_interfaces_needs_dhcp() {
         .contains("GRUB_CMDLINE_LINUX=\"net.ifnames=0 biosdevname=0\""));
     let (_, v) = g.audit_json(&[]);
     assert!(my_findings(&v).is_empty(), "{:#?}", my_findings(&v));
+
+    // A line ifupdown itself rejects is reported with file:line, not guessed at.
+    g.write(
+        "/etc/network/interfaces.d/broken",
+        "# half-edited\n  address 192.0.2.99\niface eth2\n",
+    );
+    g.write("/etc/network/interfaces", "source-directory interfaces.d\n");
+    let (_, v) = g.audit_json(&[]);
+    assert_ev(
+        &v,
+        "network.config-syntax",
+        "/etc/network/interfaces.d/broken",
+        Some(2),
+    );
+    assert_ev(
+        &v,
+        "network.config-syntax",
+        "/etc/network/interfaces.d/broken",
+        Some(3),
+    );
 }
 
 #[test]

@@ -33,6 +33,14 @@ pub fn checks() -> Vec<Check> {
             check_mac_pinning
         ),
         crate::check!(
+            "network.config-syntax",
+            "Network configuration lines that cannot be parsed",
+            Network,
+            Warning,
+            false,
+            check_syntax
+        ),
+        crate::check!(
             "network.static-addressing",
             "Static IP addressing from the old network",
             Network,
@@ -852,24 +860,25 @@ fn grub_fix(root: &Root) -> Fix {
 // ---------------------------------------------------------------------------------------------------
 // Checks
 
-fn garbage_findings(st: &NetState, info: &CheckInfo) -> Vec<Finding> {
-    // Reported once (by the mac-pinning check): lines the parsers skipped.
+fn check_syntax(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
+    let st = gather(ctx)?;
+    // Lines the parsers skipped.
     if st.garbage.is_empty() {
-        return Vec::new();
+        return Ok(Vec::new());
     }
-    vec![Finding::new(
+    Ok(vec![Finding::new(
         info,
         "some network configuration lines could not be parsed and were skipped by the network checks; \
          the tools that read them may reject the file",
     )
     .severity(Severity::Warning)
     .evidences(st.garbage.clone())
-    .remediation("Correct or remove the lines shown, then run the audit again.")]
+    .remediation("Correct or remove the lines shown, then run the audit again.")])
 }
 
 fn check_mac_pinning(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
     let st = gather(ctx)?;
-    let mut out = garbage_findings(&st, info);
+    let mut out = Vec::new();
     let map = st.rename_map(ctx.config.network.interface_naming);
     let why = "the virtio NIC in the cloud has a new MAC address, so a configuration matching the old MAC \
                never applies and the interface stays unconfigured";
@@ -1144,6 +1153,13 @@ fn check_static(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
     let st = gather(ctx)?;
     let policy = ctx.config.network.addressing;
     let map = st.rename_map(ctx.config.network.interface_naming);
+    let resolv_ns: Vec<String> = ctx
+        .root
+        .read_text("/etc/resolv.conf")
+        .ok()
+        .flatten()
+        .map(|t| resolv_nameservers(&t).into_iter().map(|x| x.1).collect())
+        .unwrap_or_default();
     let mut out = Vec::new();
     for c in &st.cfgs {
         if c.method != Method::Static || c.name.as_deref() == Some("lo") {
@@ -1164,8 +1180,30 @@ fn check_static(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
             ev.push(Evidence::line(&c.path, *l, &format!("gateway {g}")));
         }
         ev.dedup_by(|a, b| a.line == b.line && a.text == b.text);
-        let old = describe_old(c);
+        let mut old = describe_old(c);
+        if c.dns.is_empty() && !resolv_ns.is_empty() {
+            old.push_str(&format!(", dns (/etc/resolv.conf) {}", resolv_ns.join(" ")));
+        }
         let target = st.target(&map, c.name.as_deref().unwrap_or(&c.id));
+        let name = c.name.as_deref().unwrap_or("");
+        if name.contains([':', '.']) {
+            // An alias (eth0:1) or VLAN (eth0.100): no DHCP equivalent; the cloud needs an extra port or an
+            // allowed address pair.
+            out.push(
+                Finding::new(
+                    info,
+                    format!(
+                        "static secondary address or VLAN interface (old configuration: {old}); the cloud delivers                          neither the old subnet nor VLAN tags, and DHCP cannot replace it"
+                    ),
+                )
+                .severity(Severity::Warning)
+                .evidences(ev)
+                .remediation(format!(
+                    "Remove the {name} stanza, or ask for an additional port / allowed address pair in the cloud                      and configure it from there."
+                )),
+            );
+            continue;
+        }
         let f = Finding::new(
             info,
             format!(
@@ -1328,7 +1366,11 @@ fn networking_enabled(root: &Root) -> Result<bool> {
             return Ok(true);
         }
     }
-    // No systemd and no sysvinit links at all: cannot tell (e.g. upstart); assume enabled.
+    // Upstart (Ubuntu 14.04 and older) brings interfaces up through its own jobs.
+    if root.exists("/etc/init/networking.conf") || root.exists("/etc/init/network-interface.conf") {
+        return Ok(true);
+    }
+    // No systemd and no sysvinit links at all: cannot tell; assume enabled.
     Ok(!root.exists("/etc/systemd/system")
         && !root.exists("/etc/rcS.d")
         && !root.exists("/etc/rc2.d"))
@@ -1494,42 +1536,60 @@ fn check_no_primary_dhcp(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
                 .iter()
                 .any(|s| s.family == "inet" && st.target(&map, &s.name) == "eth0")
         });
-        let mut fix = Fix::default().edit(FileEdit::rewrite(
-            INTERFACES,
-            Validator::Ifupdown,
-            move |c| {
-                let p = ifupdown::parse(c);
-                let mut add = Vec::new();
-                if !p
-                    .autos()
-                    .iter()
-                    .any(|(k, n, _)| n == "eth0" && (k == "auto" || k == "allow-hotplug"))
-                {
-                    add.push("auto eth0".to_string());
-                }
-                if !has_iface
-                    && !p
-                        .stanzas
-                        .iter()
-                        .any(|s| s.name == "eth0" && s.family == "inet")
-                {
-                    add.push("iface eth0 inet dhcp".to_string());
-                }
-                Ok(if add.is_empty() {
-                    c.to_string()
-                } else {
-                    ifupdown::append_lines(c, &add)
-                })
-            },
-        ));
-        if predictable_capable(ctx) && !ifnames_disabled(ctx.root)? {
-            let g = grub_fix(ctx.root);
-            fix.edits.extend(g.edits);
-            fix.commands.extend(g.commands);
+        let current = ctx.root.read_text(INTERFACES)?.unwrap_or_default();
+        if ensure_eth0_dhcp(&current, has_iface) != current {
+            let mut fix = Fix::default().edit(FileEdit::rewrite(
+                INTERFACES,
+                Validator::Ifupdown,
+                move |c| Ok(ensure_eth0_dhcp(c, has_iface)),
+            ));
+            if predictable_capable(ctx) && !ifnames_disabled(ctx.root)? {
+                let g = grub_fix(ctx.root);
+                fix.edits.extend(g.edits);
+                fix.commands.extend(g.commands);
+            }
+            f = f.fix(fix);
         }
-        f = f.fix(fix);
     }
     Ok(vec![f])
+}
+
+/// Make eth0 come up at boot with DHCP: `auto eth0` unless an auto/allow-hotplug line exists, and
+/// `iface eth0 inet dhcp` unless an eth0 IPv4 stanza exists (here or, per `has_iface`, in an included file).
+pub fn ensure_eth0_dhcp(content: &str, has_iface: bool) -> String {
+    let p = ifupdown::parse(content);
+    let mut add = Vec::new();
+    if !p
+        .autos()
+        .iter()
+        .any(|(k, n, _)| n == "eth0" && (k == "auto" || k == "allow-hotplug"))
+    {
+        add.push("auto eth0".to_string());
+    }
+    if !has_iface
+        && !p
+            .stanzas
+            .iter()
+            .any(|s| s.name == "eth0" && s.family == "inet")
+    {
+        add.push("iface eth0 inet dhcp".to_string());
+    }
+    if add.is_empty() {
+        content.to_string()
+    } else {
+        ifupdown::append_lines(content, &add)
+    }
+}
+
+/// `nameserver` lines of a resolv.conf: (line, address).
+pub fn resolv_nameservers(text: &str) -> Vec<(usize, String)> {
+    text.lines()
+        .enumerate()
+        .filter_map(|(i, l)| {
+            let mut w = l.split_whitespace();
+            (w.next() == Some("nameserver")).then(|| (i + 1, w.next().unwrap_or("").to_string()))
+        })
+        .collect()
 }
 
 fn check_resolv(ctx: &Ctx, _info: &CheckInfo) -> Result<Vec<Finding>> {
@@ -1545,14 +1605,7 @@ fn check_resolv(ctx: &Ctx, _info: &CheckInfo) -> Result<Vec<Finding>> {
     let Some(text) = ctx.root.read_text(path)? else {
         return Ok(Vec::new());
     };
-    let ns: Vec<(usize, String)> = text
-        .lines()
-        .enumerate()
-        .filter_map(|(i, l)| {
-            let mut w = l.split_whitespace();
-            (w.next() == Some("nameserver")).then(|| (i + 1, w.next().unwrap_or("").to_string()))
-        })
-        .collect();
+    let ns = resolv_nameservers(&text);
     if ns.is_empty() {
         return Ok(Vec::new());
     }
@@ -1676,6 +1729,21 @@ mod tests {
             vec!["/etc/network/interfaces.d/eth1.cfg"]
         );
         assert!(expand_glob(&root, "/etc/nothing/*").unwrap().is_empty());
+    }
+
+    #[test]
+    fn ensure_eth0_dhcp_appends_once() {
+        let t = "auto lo\niface lo inet loopback";
+        let out = ensure_eth0_dhcp(t, false);
+        assert_eq!(
+            out,
+            "auto lo\niface lo inet loopback\nauto eth0\niface eth0 inet dhcp\n"
+        );
+        assert_eq!(ensure_eth0_dhcp(&out, false), out);
+        // A stanza elsewhere (included file): only the auto line.
+        assert_eq!(ensure_eth0_dhcp("\r\n", true), "\r\nauto eth0\r\n");
+        let hot = "allow-hotplug eth0\niface eth0 inet manual\n";
+        assert_eq!(ensure_eth0_dhcp(hot, false), hot);
     }
 
     #[test]
