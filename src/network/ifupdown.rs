@@ -418,6 +418,33 @@ pub fn to_dhcp(content: &str, names: &[String], new_name: &str) -> String {
     out
 }
 
+/// Drop the option lines `key` (any stanza but the loopback), e.g. `hwaddress`. Idempotent.
+pub fn drop_option(content: &str, key: &str) -> String {
+    let parsed = parse(content);
+    let mut drop = std::collections::BTreeSet::new();
+    for s in parsed.stanzas.iter().filter(|s| s.name != "lo") {
+        for (k, _, a, b) in &s.opts {
+            if k == key {
+                drop.extend(*a..=*b);
+            }
+        }
+    }
+    if drop.is_empty() {
+        return content.to_string();
+    }
+    let mut out: String = physical(content)
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !drop.contains(&(i + 1)))
+        .map(|(_, l)| *l)
+        .collect();
+    if !content.ends_with('\n') && out.ends_with('\n') {
+        let eol = if out.ends_with("\r\n") { 2 } else { 1 };
+        out.truncate(out.len() - eol);
+    }
+    out
+}
+
 /// Append lines (e.g. `auto eth0`) to a file, keeping its line-ending style; adds a newline first when the
 /// file lacks a final one.
 pub fn append_lines(content: &str, add: &[String]) -> String {
@@ -595,6 +622,17 @@ mod tests {
         assert!(glob_match("e?h0", "eth0"));
         assert!(run_parts_name("50-cloud-init"));
         assert!(!run_parts_name("50-cloud-init.cfg"));
+    }
+
+    #[test]
+    fn drops_hwaddress_only() {
+        let t = "iface eth0 inet dhcp\n  hwaddress ether 00:0c:29:4a:5b:6c\n  mtu 1400\niface eth1 inet manual\n\thwaddress 00:0c:29:4a:5b:6d";
+        let out = drop_option(t, "hwaddress");
+        assert_eq!(
+            out,
+            "iface eth0 inet dhcp\n  mtu 1400\niface eth1 inet manual"
+        );
+        assert_eq!(drop_option(&out, "hwaddress"), out);
     }
 
     #[test]

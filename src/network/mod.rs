@@ -41,6 +41,14 @@ pub fn checks() -> Vec<Check> {
             check_syntax
         ),
         crate::check!(
+            "network.hwaddress-override",
+            "Network configuration sets the old MAC address on the NIC",
+            Network,
+            Blocker,
+            true,
+            check_hwaddress
+        ),
+        crate::check!(
             "network.static-addressing",
             "Static IP addressing from the old network",
             Network,
@@ -1032,6 +1040,121 @@ fn check_mac_pinning(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
     Ok(out)
 }
 
+/// ifupdown `hwaddress`, netplan `macaddress:` (outside `match`), networkd `[Link] MACAddress=` and NM
+/// `cloned-mac-address=` make the guest send with the old MAC: the cloud's port security drops every frame
+/// whose source MAC is not the port's, DHCP included.
+fn check_hwaddress(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
+    let st = gather(ctx)?;
+    let map = st.rename_map(ctx.config.network.interface_naming);
+    let mut out = Vec::new();
+    let why = "the cloud's port security (anti-spoofing) drops every frame whose source MAC is not the port's, \
+               DHCP included, so the interface would get no address and no traffic";
+    for f in &st.ifupdown {
+        let ev: Vec<Evidence> = f
+            .parsed
+            .stanzas
+            .iter()
+            .filter(|s| s.name != "lo")
+            .flat_map(|s| s.opts.iter().filter(|o| o.0 == "hwaddress"))
+            .map(|o| Evidence::line(&f.path, o.2, &format!("hwaddress {}", o.1)))
+            .collect();
+        if ev.is_empty() {
+            continue;
+        }
+        out.push(
+            Finding::new(
+                info,
+                format!(
+                    "{} sets the NIC's MAC address with `hwaddress`: {why}",
+                    f.path
+                ),
+            )
+            .evidences(ev)
+            .remediation("Remove the `hwaddress` lines: the NIC keeps the MAC the cloud assigned.")
+            .fix(Fix::default().edit(FileEdit::rewrite(
+                &f.path,
+                Validator::Ifupdown,
+                |c| Ok(ifupdown::drop_option(c, "hwaddress")),
+            ))),
+        );
+    }
+    for f in &st.netplan {
+        for i in &f.parsed.ifaces {
+            let Some((line, mac)) = &i.set_mac else {
+                continue;
+            };
+            // The id may be renamed by another fix applied before this one (MAC match, names).
+            let old = i.name().unwrap_or(&i.id).to_string();
+            let ids = vec![i.id.clone(), st.target(&map, &old), old];
+            out.push(
+                Finding::new(
+                    info,
+                    format!("netplan entry `{}` sets MAC {mac}: {why}", i.id),
+                )
+                .evidence(Evidence::line(
+                    &f.path,
+                    *line,
+                    &format!("macaddress: {mac}"),
+                ))
+                .remediation("Remove the entry's `macaddress:` (the one outside `match:`).")
+                .fix(Fix::default().edit(FileEdit::rewrite(
+                    &f.path,
+                    Validator::Netplan,
+                    move |c| Ok(netplan::drop_entry_key(c, &ids, "macaddress")),
+                ))),
+            );
+        }
+    }
+    for (f, section, key) in st
+        .networkd
+        .iter()
+        .map(|f| (f, "Link", "MACAddress"))
+        .chain(st.links.iter().map(|f| (f, "Link", "MACAddress")))
+        .chain(st.nm.iter().map(|f| (f, "ethernet", "cloned-mac-address")))
+    {
+        let ev: Vec<Evidence> = f
+            .parsed
+            .all(section, key)
+            .filter(|e| {
+                !matches!(
+                    e.value.as_str(),
+                    "preserve" | "permanent" | "random" | "stable"
+                )
+            })
+            .map(|e| Evidence::line(&f.path, e.line, &format!("{key}={}", e.value)))
+            .collect();
+        if ev.is_empty() {
+            continue;
+        }
+        let (sec, k) = (section.to_string(), key.to_string());
+        out.push(
+            Finding::new(
+                info,
+                format!(
+                    "{} sets the NIC's MAC address ([{section}] {key}=): {why}",
+                    f.path
+                ),
+            )
+            .evidences(ev)
+            .remediation(format!("Remove {key}= from [{section}]."))
+            .fix(Fix::default().edit(FileEdit::rewrite(
+                &f.path,
+                Validator::None,
+                move |c| {
+                    Ok(ini::edit(
+                        c,
+                        &[ini::Op::Remove {
+                            section: sec.clone(),
+                            key: k.clone(),
+                        }],
+                    ))
+                },
+            ))),
+        );
+    }
+    Ok(out)
+}
+
 fn describe_old(c: &Cfg) -> String {
     let mut s = format!(
         "{} {} in {} line {}: address {}",
@@ -1181,7 +1304,7 @@ fn check_static(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
         }
         ev.dedup_by(|a, b| a.line == b.line && a.text == b.text);
         let mut old = describe_old(c);
-        if c.dns.is_empty() && !resolv_ns.is_empty() {
+        if c.dns.is_empty() && c.family == "inet" && !resolv_ns.is_empty() {
             old.push_str(&format!(", dns (/etc/resolv.conf) {}", resolv_ns.join(" ")));
         }
         let target = st.target(&map, c.name.as_deref().unwrap_or(&c.id));

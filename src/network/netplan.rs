@@ -179,6 +179,8 @@ pub struct NpIface {
     pub match_mac: Option<(usize, String)>,
     pub match_name: Option<String>,
     pub set_name: Option<(usize, String)>,
+    /// `macaddress:` directly under the entry: sets (spoofs) the MAC.
+    pub set_mac: Option<(usize, String)>,
     pub dhcp4: bool,
     pub addresses: Vec<(usize, String)>,
     pub gateway4: Option<String>,
@@ -263,6 +265,9 @@ pub fn parse(content: &str) -> Netplan {
                         "flow-style `match: {...}` is not edited by cloudprep".into(),
                     ));
                 }
+            }
+            if let Some(s) = child(&lns, e, "macaddress") {
+                f.set_mac = Some((lns[s].idx + 1, unquote(&lns[s].value)));
             }
             if let Some(s) = child(&lns, e, "set-name") {
                 f.set_name = Some((lns[s].idx + 1, unquote(&lns[s].value)));
@@ -457,6 +462,20 @@ pub fn unpin_mac(content: &str, ids: &[String], name: &str) -> String {
     } else {
         ed.drop_block(&lns, mac);
     }
+    ed.finish()
+}
+
+/// Drop the key `key` directly under the entry `ids` (e.g. `macaddress`, which sets the MAC).
+pub fn drop_entry_key(content: &str, ids: &[String], key: &str) -> String {
+    let (lns, _) = lex(content);
+    let Some(e) = find_entry(&lns, ids) else {
+        return content.to_string();
+    };
+    let Some(k) = child(&lns, e, key) else {
+        return content.to_string();
+    };
+    let mut ed = Editor::new(content);
+    ed.drop_block(&lns, k);
     ed.finish()
 }
 
