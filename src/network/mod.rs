@@ -731,6 +731,12 @@ pub fn grub_set_ifnames(content: &str) -> Result<String> {
         )
     } else {
         let end = val.find(|c: char| c.is_whitespace()).unwrap_or(val.len());
+        if val[..end].contains(['"', '\'', '\\', '$', '`']) {
+            anyhow::bail!(
+                "{DEFAULT_GRUB} line {}: GRUB_CMDLINE_LINUX value uses shell quoting cloudprep does not edit; add net.ifnames=0 biosdevname=0 by hand",
+                idx + 1
+            );
+        }
         ("", val[..end].to_string(), val[end..].to_string())
     };
     let mut words: Vec<String> = inner.split_whitespace().map(str::to_string).collect();
@@ -1898,5 +1904,71 @@ mod tests {
             ),
             "[connection]\ninterface-name=eth0\r\nid=ens192\r\n"
         );
+    }
+}
+
+#[cfg(test)]
+mod fuzz {
+    //! Deterministic garbage: the parsers and rewriters never panic, and the rewriters are idempotent.
+    use super::*;
+
+    const TOKENS: &[&str] = &[
+        "iface", " ", "\t", "eth0", "ens192", "inet", "inet6", "static", "dhcp", "\n", "\r\n", "\\\n", "#",
+        "address", "192.0.2.1", "auto", "allow-hotplug", "source", "*", "mapping", "network:", "  ",
+        "ethernets:", "    ens192:", "      match:", "        macaddress: x", "- ", "[", "]", "\"", "'",
+        ":", "dhcp4: no", "addresses: [192.0.2.9/24]", "set-name: ens192", "[Match]", "MACAddress=",
+        "=", "é", "GRUB_CMDLINE_LINUX=", "net.ifnames=1", "{", "}", "gateway4: 192.0.2.1", "\u{feff}",
+    ];
+
+    fn gen(seed: &mut u64, n: usize) -> String {
+        let mut s = String::new();
+        for _ in 0..n {
+            *seed ^= *seed << 13;
+            *seed ^= *seed >> 7;
+            *seed ^= *seed << 17;
+            s.push_str(TOKENS[(*seed % TOKENS.len() as u64) as usize]);
+        }
+        s
+    }
+
+    #[test]
+    fn never_panics_and_rewrites_are_idempotent() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let names = vec!["ens192".to_string(), "eth0".to_string()];
+        let map = vec![("ens192".to_string(), "eth0".to_string())];
+        for i in 0..3000 {
+            let t = gen(&mut seed, 1 + i % 60);
+            let _ = ifupdown::parse(&t);
+            let a = ifupdown::to_dhcp(&t, &names, "eth0");
+            assert_eq!(ifupdown::to_dhcp(&a, &names, "eth0"), a, "input {t:?}");
+            let r = ifupdown::rename(&t, &map);
+            assert_eq!(ifupdown::rename(&r, &map), r, "input {t:?}");
+            let d = ifupdown::drop_option(&t, "address");
+            assert_eq!(ifupdown::drop_option(&d, "address"), d, "input {t:?}");
+            let _ = netplan::parse(&t);
+            let n = netplan::to_dhcp(&netplan::unpin_mac(&t, &names, "eth0"), &names);
+            let n2 = netplan::to_dhcp(&netplan::unpin_mac(&n, &names, "eth0"), &names);
+            assert_eq!(n2, n, "input {t:?}");
+            let _ = netplan::rename(&t, &map);
+            let _ = ini::parse(&t);
+            let ops = [
+                ini::Op::Remove {
+                    section: "Match".into(),
+                    key: "MACAddress".into(),
+                },
+                ini::Op::Set {
+                    section: "Network".into(),
+                    key: "DHCP".into(),
+                    value: "ipv4".into(),
+                },
+            ];
+            let e = ini::edit(&t, &ops);
+            assert_eq!(ini::edit(&e, &ops), e, "input {t:?}");
+            if let Ok(g) = grub_set_ifnames(&t) {
+                assert_eq!(grub_set_ifnames(&g).unwrap(), g, "input {t:?}");
+            }
+            let _ = crate::udev::parse_pin_rules(&t);
+            let _ = ensure_eth0_dhcp(&t, false);
+        }
     }
 }
