@@ -272,7 +272,26 @@ fn vmware_ifupdown_guest_is_converted_to_dhcp() {
     let kst = findings(&kv, "network.static-addressing");
     assert_eq!(kst.len(), 2);
     assert!(kst.iter().all(|f| f["severity"] == "warning"), "{kst:#?}");
+    // With predictable naming kept, eth0 in the configuration cannot match on bookworm's udev: reported,
+    // not fixed.
+    g.write(
+        "/etc/cloudprep/cloudprep.toml",
+        "[network]\ninterface_naming = \"predictable\"\n",
+    );
+    let (_, pv) = g.audit_json(&[]);
+    let names = findings(&pv, "network.interface-names");
+    assert_eq!(names.len(), 1, "{names:#?}");
+    assert!(names[0]["fix"].is_null(), "{names:#?}");
+    assert!(names[0]["message"].as_str().unwrap().contains("eth0"));
     g.remove("/etc/cloudprep/cloudprep.toml");
+    // The fix adds net.ifnames=0 biosdevname=0 and update-grub.
+    let names = findings(&v, "network.interface-names");
+    assert!(
+        names[0]["fix"]["commands"]
+            .to_string()
+            .contains("update-grub"),
+        "{names:#?}"
+    );
 
     let cmds = apply_network_plan(&g);
     assert!(cmds.contains(&vec!["update-grub".to_string()]), "{cmds:?}");

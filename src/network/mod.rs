@@ -1443,11 +1443,14 @@ fn check_names(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
             out.push(f);
         }
         NamingPolicy::Predictable => {
-            let pred: Vec<&str> = named
+            // Predictable names change with the PCI slot; kernel names (eth0) never appear when udev renames.
+            let renames = predictable_capable(ctx) && !ifnames_disabled(ctx.root)?;
+            let mut pred: Vec<&str> = named
                 .iter()
                 .filter_map(|c| c.name.as_deref())
-                .filter(|n| is_predictable(n))
+                .filter(|n| is_predictable(n) || renames)
                 .collect();
+            pred.dedup();
             if pred.is_empty() {
                 return Ok(out);
             }
@@ -1455,9 +1458,10 @@ fn check_names(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
                 Finding::new(
                     info,
                     format!(
-                        "the configuration names {} by predictable names, which depend on the PCI slot and will \
-                         differ on the cloud's virtio NIC ([network] interface_naming = \"predictable\": not fixed \
-                         automatically)",
+                        "the configuration names {}, but the name of the cloud's virtio NIC will differ: \
+                         predictable names depend on the PCI slot, and kernel names (eth0) are replaced by \
+                         predictable ones unless net.ifnames=0 is set ([network] interface_naming = \
+                         \"predictable\": not fixed automatically)",
                         pred.join(", ")
                     ),
                 )
@@ -1550,7 +1554,6 @@ fn check_no_primary_dhcp(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
     let st = gather(ctx)?;
     let naming = ctx.config.network.interface_naming;
     let map = st.rename_map(naming);
-    let dhcp_policy = ctx.config.network.addressing == AddressPolicy::Dhcp;
     let ifup_ok = st.ifupdown_active && networking_enabled(ctx.root)? && has_dhcp_client(ctx);
     let mut notes = Vec::new();
     if st.ifupdown_active && !networking_enabled(ctx.root)? {
@@ -1565,7 +1568,9 @@ fn check_no_primary_dhcp(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
         if c.family != "inet" || !c.auto {
             return false;
         }
-        let dhcp_after = c.method == Method::Dhcp || (dhcp_policy && c.method == Method::Static);
+        // Static addressing is converted (addressing = "dhcp") or kept on purpose ("keep"): either way the
+        // interface comes up.
+        let dhcp_after = c.method == Method::Dhcp || c.method == Method::Static;
         if !dhcp_after {
             return false;
         }
@@ -1913,11 +1918,51 @@ mod fuzz {
     use super::*;
 
     const TOKENS: &[&str] = &[
-        "iface", " ", "\t", "eth0", "ens192", "inet", "inet6", "static", "dhcp", "\n", "\r\n", "\\\n", "#",
-        "address", "192.0.2.1", "auto", "allow-hotplug", "source", "*", "mapping", "network:", "  ",
-        "ethernets:", "    ens192:", "      match:", "        macaddress: x", "- ", "[", "]", "\"", "'",
-        ":", "dhcp4: no", "addresses: [192.0.2.9/24]", "set-name: ens192", "[Match]", "MACAddress=",
-        "=", "é", "GRUB_CMDLINE_LINUX=", "net.ifnames=1", "{", "}", "gateway4: 192.0.2.1", "\u{feff}",
+        "iface",
+        " ",
+        "\t",
+        "eth0",
+        "ens192",
+        "inet",
+        "inet6",
+        "static",
+        "dhcp",
+        "\n",
+        "\r\n",
+        "\\\n",
+        "#",
+        "address",
+        "192.0.2.1",
+        "auto",
+        "allow-hotplug",
+        "source",
+        "*",
+        "mapping",
+        "network:",
+        "  ",
+        "ethernets:",
+        "    ens192:",
+        "      match:",
+        "        macaddress: x",
+        "- ",
+        "[",
+        "]",
+        "\"",
+        "'",
+        ":",
+        "dhcp4: no",
+        "addresses: [192.0.2.9/24]",
+        "set-name: ens192",
+        "[Match]",
+        "MACAddress=",
+        "=",
+        "é",
+        "GRUB_CMDLINE_LINUX=",
+        "net.ifnames=1",
+        "{",
+        "}",
+        "gateway4: 192.0.2.1",
+        "\u{feff}",
     ];
 
     fn gen(seed: &mut u64, n: usize) -> String {
