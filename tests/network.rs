@@ -190,6 +190,44 @@ fn clean_root_has_no_network_findings_and_bare_interfaces_needs_dhcp() {
         "/etc/network/interfaces.d/broken",
         Some(3),
     );
+    // A binary file pulled in by the include is reported, and the other checks still run.
+    std::fs::write(
+        g.path("/etc/network/interfaces.d/vmtools-backup"),
+        b"\x7fELF\0\0",
+    )
+    .unwrap();
+    let (_, v) = g.audit_json(&[]);
+    assert_ev(
+        &v,
+        "network.config-syntax",
+        "/etc/network/interfaces.d/vmtools-backup",
+        None,
+    );
+    assert!(v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|f| f["status"] != "error" || !MY_IDS.contains(&f["id"].as_str().unwrap())));
+
+    // resolvconf installed but /etc/resolv.conf a plain file: DHCP's DNS servers never reach it.
+    let mut status = g.read("/var/lib/dpkg/status");
+    status.push_str("\nPackage: resolvconf\nStatus: install ok installed\nPriority: optional\nSection: net\nArchitecture: all\nVersion: 1.91+nmu1\nDescription: name server information handler\n");
+    g.write("/var/lib/dpkg/status", &status);
+    let (_, v) = g.audit_json(&[]);
+    assert_ev(
+        &v,
+        "network.resolv-conf-static",
+        "/etc/resolv.conf",
+        Some(1),
+    );
+    let r = findings(&v, "network.resolv-conf-static");
+    assert_eq!(r[0]["severity"], "warning");
+    assert!(
+        r[0]["fix"]["commands"]
+            .to_string()
+            .contains("../run/resolvconf/resolv.conf"),
+        "{r:#?}"
+    );
 }
 
 #[test]

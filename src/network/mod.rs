@@ -77,13 +77,15 @@ pub fn checks() -> Vec<Check> {
             "Static /etc/resolv.conf will not follow DHCP",
             Network,
             Warning,
-            false,
+            true,
             check_resolv
         ),
     ]
 }
 
 pub const INTERFACES: &str = "/etc/network/interfaces";
+/// After the file edits, before update-grub (the order does not matter to grub).
+const RESOLV_LINK_ORDER: u32 = 65;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Src {
@@ -140,8 +142,16 @@ pub struct NetState {
     pub garbage: Vec<Evidence>,
 }
 
-fn read(root: &Root, path: &str) -> Result<Option<String>> {
-    root.read_text(path)
+/// Read a configuration file; an unreadable one (binary, invalid UTF-8, permissions) is reported as
+/// evidence and skipped rather than failing every network check.
+fn read(root: &Root, path: &str, garbage: &mut Vec<Evidence>) -> Option<String> {
+    match root.read_text(path) {
+        Ok(t) => t,
+        Err(e) => {
+            garbage.push(Evidence::file(path, format!("{e:#}")));
+            None
+        }
+    }
 }
 
 /// Follow `source`/`source-directory` from /etc/network/interfaces (globs; relative paths from
@@ -153,7 +163,7 @@ fn gather_ifupdown(root: &Root, st: &mut NetState) -> Result<()> {
         if !seen.insert(path.clone()) {
             continue;
         }
-        let Some(text) = read(root, &path)? else {
+        let Some(text) = read(root, &path, &mut st.garbage) else {
             continue;
         };
         let parsed = ifupdown::parse(&text);
@@ -260,7 +270,7 @@ pub fn gather(ctx: &Ctx) -> Result<NetState> {
     for p in root.files_in("/etc/netplan", |n| {
         n.ends_with(".yaml") || n.ends_with(".yml")
     })? {
-        if let Some(text) = read(root, &p)? {
+        if let Some(text) = read(root, &p, &mut st.garbage) {
             let parsed = netplan::parse(&text);
             for (l, why) in &parsed.bad {
                 st.garbage.push(Evidence::line(&p, *l, why));
@@ -275,7 +285,7 @@ pub fn gather(ctx: &Ctx) -> Result<NetState> {
     for p in root.files_in("/etc/systemd/network", |n| {
         n.ends_with(".network") || n.ends_with(".link")
     })? {
-        if let Some(text) = read(root, &p)? {
+        if let Some(text) = read(root, &p, &mut st.garbage) {
             let parsed = ini::parse(&text);
             for (l, t) in &parsed.garbage {
                 st.garbage
@@ -296,7 +306,7 @@ pub fn gather(ctx: &Ctx) -> Result<NetState> {
     for p in root.files_in("/etc/NetworkManager/system-connections", |n| {
         !n.starts_with('.') && !n.ends_with('~')
     })? {
-        if let Some(text) = read(root, &p)? {
+        if let Some(text) = read(root, &p, &mut st.garbage) {
             let parsed = ini::parse(&text);
             st.nm.push(TextFile {
                 path: p,
@@ -1777,7 +1787,7 @@ fn check_resolv(ctx: &Ctx, _info: &CheckInfo) -> Result<Vec<Finding>> {
     if why.is_empty() {
         return Ok(Vec::new());
     }
-    Ok(vec![Finding::new(
+    let mut f = Finding::new(
         info,
         format!(
             "/etc/resolv.conf is a static file naming the old network's DNS servers ({}), and {}: name resolution \
@@ -1791,7 +1801,21 @@ fn check_resolv(ctx: &Ctx, _info: &CheckInfo) -> Result<Vec<Finding>> {
         "Let DHCP manage DNS: with resolvconf run `dpkg-reconfigure resolvconf` (or `ln -sf ../run/resolvconf/resolv.conf \
          /etc/resolv.conf`); with systemd-networkd enable systemd-resolved and link /etc/resolv.conf to \
          /run/systemd/resolve/stub-resolv.conf; remove `supersede domain-name-servers` from dhclient.conf.",
-    )])
+    );
+    // With resolvconf, hand /etc/resolv.conf back to it (the static file goes to the backup area).
+    if ctx.facts.installed("resolvconf") {
+        f = f.fix(
+            Fix::default()
+                .edit(FileEdit::remove(path))
+                .command(PlannedCommand::new(
+                    Phase::Post,
+                    RESOLV_LINK_ORDER,
+                    &["ln", "-sfn", "../run/resolvconf/resolv.conf", path],
+                    "let resolvconf manage /etc/resolv.conf (DNS servers from DHCP)",
+                )),
+        );
+    }
+    Ok(vec![f])
 }
 
 #[cfg(test)]
