@@ -296,6 +296,12 @@ fn vmware_ifupdown_guest_is_converted_to_dhcp() {
     // `hwaddress` is not a MAC match, but it would make the guest spoof the old MAC.
     assert_ev(
         &v,
+        "network.mac-pinning",
+        "/etc/systemd/network/10-persistent-net.link",
+        Some(2),
+    );
+    assert_ev(
+        &v,
         "network.hwaddress-override",
         "/etc/network/interfaces.d/backnet",
         Some(5),
@@ -437,6 +443,10 @@ fn netplan_nm_and_networkd_pins_and_static_addresses() {
     );
     g.write("/etc/systemd/network/10-lan.network", NETWORKD);
     g.write(
+        "/etc/systemd/network/10-persistent-net.link",
+        "[Match]\nMACAddress=00:0c:29:12:34:56\n\n[Link]\nName=lan0\n",
+    );
+    g.write(
         "/etc/dhcp/dhclient.conf",
         "# local\nsupersede domain-name-servers 192.0.2.53;\n",
     );
@@ -509,6 +519,11 @@ fn netplan_nm_and_networkd_pins_and_static_addresses() {
     assert_eq!(
         g.read(nmpath),
         "[connection]\nid=Wired connection 1\nuuid=0b6a5c8e-4c1f-4a3e-9d51-2f7a3c9e1b10\ntype=ethernet\ninterface-name=eth1\n\n[ethernet]\n\n[ipv4]\nmethod=auto\n\n[ipv6]\naddr-gen-mode=stable-privacy\nmethod=ignore\n"
+    );
+    // The .link keeps renaming the NIC, now matched by its kernel name.
+    assert_eq!(
+        g.read("/etc/systemd/network/10-persistent-net.link"),
+        "[Match]\nOriginalName=eth0\n\n[Link]\nName=lan0\n"
     );
     assert_eq!(
         g.read("/etc/systemd/network/10-lan.network"),
