@@ -846,9 +846,13 @@ fn predictable_capable(ctx: &Ctx) -> bool {
 /// Is predictable naming switched off (kernel command line in /etc/default/grub, or the udev rule
 /// masked in /etc)?
 fn ifnames_disabled(root: &Root) -> Result<bool> {
-    if let Some(t) = root.read_text(DEFAULT_GRUB)? {
-        if grub_has_ifnames0(&t) {
-            return Ok(true);
+    let mut files = vec![DEFAULT_GRUB.to_string()];
+    files.extend(root.files_in("/etc/default/grub.d", |n| n.ends_with(".cfg"))?);
+    for f in files {
+        if let Some(t) = root.read_text(&f)? {
+            if grub_has_ifnames0(&t) {
+                return Ok(true);
+            }
         }
     }
     for p in [
