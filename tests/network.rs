@@ -296,12 +296,6 @@ fn vmware_ifupdown_guest_is_converted_to_dhcp() {
     // `hwaddress` is not a MAC match, but it would make the guest spoof the old MAC.
     assert_ev(
         &v,
-        "network.mac-pinning",
-        "/etc/systemd/network/10-persistent-net.link",
-        Some(2),
-    );
-    assert_ev(
-        &v,
         "network.hwaddress-override",
         "/etc/network/interfaces.d/backnet",
         Some(5),
@@ -490,6 +484,12 @@ fn netplan_nm_and_networkd_pins_and_static_addresses() {
         "network.interface-names",
         "/etc/netplan/01-netcfg.yaml",
         Some(6),
+    );
+    assert_ev(
+        &v,
+        "network.mac-pinning",
+        "/etc/systemd/network/10-persistent-net.link",
+        Some(2),
     );
     assert_ev(
         &v,
