@@ -171,6 +171,38 @@ fn clean_root_has_no_network_findings_and_bare_interfaces_needs_dhcp() {
     let (_, v) = g.audit_json(&[]);
     assert!(my_findings(&v).is_empty(), "{:#?}", my_findings(&v));
 
+    // The networking service disabled (systemd ignores the sysvinit links of its native unit): the fix
+    // enables it again.
+    g.remove("/etc/systemd/system/multi-user.target.wants/networking.service");
+    g.remove("/etc/systemd/system/network-online.target.wants/networking.service");
+    let (code, v) = g.audit_json(&[]);
+    assert_eq!(code, 2);
+    let np = findings(&v, "network.no-primary-dhcp");
+    assert_eq!(np.len(), 1, "{:#?}", my_findings(&v));
+    let cmds = np[0]["fix"]["commands"].as_array().unwrap();
+    let enable = cmds
+        .iter()
+        .find(|c| c["argv"][0] == "systemctl")
+        .unwrap_or_else(|| panic!("{cmds:#?}"));
+    let argv: Vec<&str> = enable["argv"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(argv, ["systemctl", "enable", "networking.service"]);
+    common::sh(
+        "chroot",
+        &[
+            g.root().to_str().unwrap(),
+            "systemctl",
+            "enable",
+            "networking.service",
+        ],
+    );
+    let (_, v) = g.audit_json(&[]);
+    assert!(my_findings(&v).is_empty(), "{:#?}", my_findings(&v));
+
     // A line ifupdown itself rejects is reported with file:line, not guessed at.
     g.write(
         "/etc/network/interfaces.d/broken",

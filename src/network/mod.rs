@@ -86,6 +86,7 @@ pub fn checks() -> Vec<Check> {
 pub const INTERFACES: &str = "/etc/network/interfaces";
 /// After the file edits, before update-grub (the order does not matter to grub).
 const RESOLV_LINK_ORDER: u32 = 65;
+const ENABLE_NETWORKING_ORDER: u32 = 66;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Src {
@@ -1490,19 +1491,28 @@ fn check_names(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
     Ok(out)
 }
 
-/// Is networking brought up at boot by ifupdown (systemd unit or sysvinit links)?
+/// Is networking brought up at boot by ifupdown? Under systemd only the unit's `*.wants` links count
+/// (sysvinit links of a native unit are ignored); otherwise sysvinit rc links or upstart jobs.
 fn networking_enabled(root: &Root) -> Result<bool> {
-    for d in [
-        "/etc/systemd/system/multi-user.target.wants",
-        "/etc/systemd/system/network-online.target.wants",
-    ] {
-        if root
-            .list_dir(d)?
-            .iter()
-            .any(|n| n == "networking.service" || n == "ifup@.service")
-        {
-            return Ok(true);
+    let systemd = root
+        .resolve("/sbin/init")
+        .map(|r| r.guest.ends_with("/systemd"))
+        .unwrap_or(false);
+    if systemd {
+        for t in root.list_dir("/etc/systemd/system")? {
+            if !t.ends_with(".wants") {
+                continue;
+            }
+            let d = format!("/etc/systemd/system/{t}");
+            if root
+                .list_dir(&d)?
+                .iter()
+                .any(|n| n == "networking.service" || n.starts_with("ifup@"))
+            {
+                return Ok(true);
+            }
         }
+        return Ok(false);
     }
     for d in ["/etc/rcS.d", "/etc/rc2.d"] {
         if root
@@ -1517,10 +1527,8 @@ fn networking_enabled(root: &Root) -> Result<bool> {
     if root.exists("/etc/init/networking.conf") || root.exists("/etc/init/network-interface.conf") {
         return Ok(true);
     }
-    // No systemd and no sysvinit links at all: cannot tell; assume enabled.
-    Ok(!root.exists("/etc/systemd/system")
-        && !root.exists("/etc/rcS.d")
-        && !root.exists("/etc/rc2.d"))
+    // No init links at all: cannot tell; assume enabled.
+    Ok(!root.exists("/etc/rcS.d") && !root.exists("/etc/rc2.d"))
 }
 
 fn has_dhcp_client(ctx: &Ctx) -> bool {
@@ -1676,25 +1684,49 @@ fn check_no_primary_dhcp(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
         "Add `auto eth0` and `iface eth0 inet dhcp` to /etc/network/interfaces (or the equivalent for the \
          guest's network tool), and make sure a DHCP client is installed.",
     );
-    // Fixable for ifupdown with the eth0 policy when the service and a client are there.
-    if naming == NamingPolicy::Eth0 && ifup_ok && ctx.root.exists(INTERFACES) {
+    // Fixable for ifupdown with the eth0 policy when a DHCP client is there: the eth0 stanza (the file is
+    // created when missing), the networking service enabled, and kernel names.
+    if naming == NamingPolicy::Eth0 && st.ifupdown_active && has_dhcp_client(ctx) {
         let has_iface = st.ifupdown.iter().any(|f| {
             f.parsed
                 .stanzas
                 .iter()
                 .any(|s| s.family == "inet" && st.target(&map, &s.name) == "eth0")
         });
+        let enabled = networking_enabled(ctx.root)?;
         let current = ctx.root.read_text(INTERFACES)?.unwrap_or_default();
-        if ensure_eth0_dhcp(&current, has_iface) != current {
-            let mut fix = Fix::default().edit(FileEdit::rewrite(
-                INTERFACES,
-                Validator::Ifupdown,
-                move |c| Ok(ensure_eth0_dhcp(c, has_iface)),
-            ));
-            if predictable_capable(ctx) && !ifnames_disabled(ctx.root)? {
-                let g = grub_fix(ctx.root);
-                fix.edits.extend(g.edits);
-                fix.commands.extend(g.commands);
+        let edits_file = ensure_eth0_dhcp(&current, has_iface) != current;
+        if edits_file || !enabled {
+            let mut fix = Fix::default();
+            if edits_file {
+                fix = fix.edit(FileEdit::rewrite(
+                    INTERFACES,
+                    Validator::Ifupdown,
+                    move |c| Ok(ensure_eth0_dhcp(c, has_iface)),
+                ));
+                if predictable_capable(ctx) && !ifnames_disabled(ctx.root)? {
+                    let g = grub_fix(ctx.root);
+                    fix.edits.extend(g.edits);
+                    fix.commands.extend(g.commands);
+                }
+            }
+            if !enabled {
+                let systemd = ctx
+                    .root
+                    .resolve("/sbin/init")
+                    .map(|r| r.guest.ends_with("/systemd"))
+                    .unwrap_or(false);
+                let argv: &[&str] = if systemd {
+                    &["systemctl", "enable", "networking.service"]
+                } else {
+                    &["update-rc.d", "networking", "defaults"]
+                };
+                fix = fix.command(PlannedCommand::new(
+                    Phase::Post,
+                    ENABLE_NETWORKING_ORDER,
+                    argv,
+                    "bring interfaces up at boot (ifupdown networking service)",
+                ));
             }
             f = f.fix(fix);
         }
@@ -1721,6 +1753,13 @@ pub fn ensure_eth0_dhcp(content: &str, has_iface: bool) -> String {
             .any(|s| s.name == "eth0" && s.family == "inet")
     {
         add.push("iface eth0 inet dhcp".to_string());
+    }
+    // A missing or blank file gets the loopback stanza too, as the Debian installer writes it.
+    if content.trim().is_empty() && !add.is_empty() {
+        add.splice(
+            0..0,
+            ["auto lo", "iface lo inet loopback", ""].map(str::to_string),
+        );
     }
     if add.is_empty() {
         content.to_string()
@@ -1903,7 +1942,12 @@ mod tests {
         );
         assert_eq!(ensure_eth0_dhcp(&out, false), out);
         // A stanza elsewhere (included file): only the auto line.
-        assert_eq!(ensure_eth0_dhcp("\r\n", true), "\r\nauto eth0\r\n");
+        assert_eq!(ensure_eth0_dhcp("# x\r\n", true), "# x\r\nauto eth0\r\n");
+        // A missing file is created with the loopback.
+        assert_eq!(
+            ensure_eth0_dhcp("", false),
+            "auto lo\niface lo inet loopback\n\nauto eth0\niface eth0 inet dhcp\n"
+        );
         let hot = "allow-hotplug eth0\niface eth0 inet manual\n";
         assert_eq!(ensure_eth0_dhcp(hot, false), hot);
     }
