@@ -643,3 +643,50 @@ fn netplan_rewrites_are_accepted_by_netplan() {
         assert!(ok, "case {i}: netplan rejects the rewrite: {out}\n{cur}");
     }
 }
+
+/// The configuration the Debian installer writes (eth0, DHCP) on a release with predictable names: eth0
+/// never appears on the virtio NIC unless net.ifnames=0 — a blocker, a warning when cloud-init's DHCP
+/// fallback (read through `source /etc/network/interfaces.d/*`) brings the NIC up anyway.
+#[test]
+fn eth0_dhcp_on_predictable_udev() {
+    let g = Guest::bookworm();
+    g.write(
+        "/etc/network/interfaces.d/eth0",
+        "allow-hotplug eth0\niface eth0 inet dhcp\n",
+    );
+    let (code, v) = g.audit_json(&[]);
+    assert_eq!(code, 2);
+    assert_ev(
+        &v,
+        "network.interface-names",
+        "/etc/network/interfaces.d/eth0",
+        Some(2),
+    );
+    let f = findings(&v, "network.interface-names");
+    assert_eq!(f[0]["severity"], "blocker");
+    assert!(findings(&v, "network.static-addressing").is_empty());
+    assert!(findings(&v, "network.no-primary-dhcp").is_empty());
+
+    let mut status = g.read("/var/lib/dpkg/status");
+    status.push_str("\nPackage: cloud-init\nStatus: install ok installed\nPriority: optional\nSection: admin\nArchitecture: all\nVersion: 22.4.2-1\nDescription: initialization and customization tool for cloud instances\n");
+    g.write("/var/lib/dpkg/status", &status);
+    let (_, v) = g.audit_json(&[]);
+    let f = findings(&v, "network.interface-names");
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0]["severity"], "warning", "{f:#?}");
+
+    // cloud-init's network configuration switched off: back to a blocker.
+    g.write(
+        "/etc/cloud/cloud.cfg.d/99-disable-network-config.cfg",
+        "network: {config: disabled}\n",
+    );
+    let (_, v) = g.audit_json(&[]);
+    assert_eq!(
+        findings(&v, "network.interface-names")[0]["severity"],
+        "blocker"
+    );
+
+    apply_network_plan(&g);
+    let (_, v) = g.audit_json(&[]);
+    assert!(my_findings(&v).is_empty(), "{:#?}", my_findings(&v));
+}

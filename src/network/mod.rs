@@ -1452,6 +1452,15 @@ fn check_names(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
                 }
             );
             let mut f = Finding::new(info, msg).evidences(ev).remediation(rem);
+            // cloud-init's DHCP fallback (written for whatever the NIC is called) still brings the
+            // instance up when its output is read: then the dead configuration is a warning.
+            if cloud_init_covers(ctx, &st)? {
+                f = f.severity(Severity::Warning);
+                f.message.push_str(
+                    "; cloud-init's fallback configuration still brings the NIC up with DHCP, but this \
+                     configuration (and its static settings) would never apply",
+                );
+            }
             if !fix.edits.is_empty() {
                 f = f.fix(fix);
             }
@@ -1546,6 +1555,27 @@ fn has_dhcp_client(ctx: &Ctx) -> bool {
         .any(|p| ctx.facts.installed(p))
 }
 
+/// Would cloud-init's fallback configuration be read: netplan, or ifupdown sourcing interfaces.d?
+fn ifup_ok_or_netplan(ctx: &Ctx, st: &NetState, ifup_ok: bool) -> bool {
+    let sources_d = st.ifupdown.iter().any(|f| {
+        f.path == INTERFACES
+            && f.parsed
+                .sources()
+                .iter()
+                .any(|(_, a, _)| a.contains("interfaces.d"))
+    });
+    (ifup_ok && sources_d) || ctx.facts.installed("netplan.io") || ctx.facts.installed("nplan")
+}
+
+/// cloud-init is installed, its network configuration is on, and its output is read.
+fn cloud_init_covers(ctx: &Ctx, st: &NetState) -> Result<bool> {
+    if !ctx.facts.installed("cloud-init") || cloud_init_network_disabled(ctx.root)? {
+        return Ok(false);
+    }
+    let ifup_ok = st.ifupdown_active && networking_enabled(ctx.root)? && has_dhcp_client(ctx);
+    Ok(ifup_ok_or_netplan(ctx, st, ifup_ok))
+}
+
 /// Is cloud-init's network configuration switched off in /etc/cloud?
 fn cloud_init_network_disabled(root: &Root) -> Result<bool> {
     let mut files = vec!["/etc/cloud/cloud.cfg".to_string()];
@@ -1631,15 +1661,8 @@ fn check_no_primary_dhcp(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
         }
     }
     // cloud-init (installed by the cloud-init checks' fix) writes a DHCP fallback configuration on the first
-    // boot of the new instance, when its output is read: netplan, or ifupdown sourcing interfaces.d.
-    let sources_d = st.ifupdown.iter().any(|f| {
-        f.path == INTERFACES
-            && f.parsed.sources().iter().any(|(_, a, _)| {
-                a.contains("interfaces.d") || a.starts_with("/etc/network/interfaces.d")
-            })
-    });
-    let netplan_installed = ctx.facts.installed("netplan.io") || ctx.facts.installed("nplan");
-    if !cloud_init_network_disabled(ctx.root)? && ((ifup_ok && sources_d) || netplan_installed) {
+    // boot of the new instance, when its output is read.
+    if ifup_ok_or_netplan(ctx, &st, ifup_ok) && !cloud_init_network_disabled(ctx.root)? {
         return Ok(Vec::new());
     }
     let mut msg = "after the planned fixes no interface would be configured with DHCP and brought up at boot \
