@@ -1,7 +1,0 @@
-//! Checks: network.
-
-use crate::check::Check;
-
-pub fn checks() -> Vec<Check> {
-    Vec::new()
-}
