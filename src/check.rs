@@ -194,6 +194,9 @@ pub struct PlannedCommand {
     /// Order within the phase (lower first); equal commands from several findings run once.
     pub order: u32,
     pub reason: String,
+    /// Text fed to the command's standard input (e.g. debconf selections); never interpreted by a shell.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdin: Option<String>,
 }
 
 impl PlannedCommand {
@@ -203,7 +206,22 @@ impl PlannedCommand {
             phase,
             order,
             reason: reason.to_string(),
+            stdin: None,
         }
+    }
+
+    /// How the command reads in a plan: argv joined, plus its standard input when it has one.
+    pub fn display(&self) -> String {
+        match &self.stdin {
+            None => self.argv.join(" "),
+            Some(t) => format!("{} <<< {:?}", self.argv.join(" "), t),
+        }
+    }
+
+    /// Feed `text` to the command's standard input.
+    pub fn with_stdin(mut self, text: impl Into<String>) -> PlannedCommand {
+        self.stdin = Some(text.into());
+        self
     }
 }
 

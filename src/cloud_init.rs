@@ -868,15 +868,18 @@ fn check_datasource(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
     {
         // Debian's postinst rewrites 90_dpkg.cfg from debconf on every upgrade: keep debconf in step.
         let sel = format!(
-            "echo 'cloud-init cloud-init/datasources multiselect {}' | debconf-set-selections",
+            "cloud-init cloud-init/datasources multiselect {}\n",
             target.join(", ")
         );
-        fix = fix.command(PlannedCommand::new(
-            Phase::Post,
-            order::DEBCONF,
-            &["sh", "-c", &sel],
-            "record the datasource choice in debconf so a cloud-init upgrade does not rewrite 90_dpkg.cfg",
-        ));
+        fix = fix.command(
+            PlannedCommand::new(
+                Phase::Post,
+                order::DEBCONF,
+                &["debconf-set-selections"],
+                "record the datasource choice in debconf so a cloud-init upgrade does not rewrite 90_dpkg.cfg",
+            )
+            .with_stdin(sel),
+        );
     }
     Ok(vec![Finding::new(info, message)
         .evidences(evidence)

@@ -276,7 +276,7 @@ pub fn render_text(a: &Audit, color: bool) -> String {
                     }
                 }
                 for c in &fx.commands {
-                    s.push_str(&format!("    planned command: {}\n", c.argv.join(" ")));
+                    s.push_str(&format!("    planned command: {}\n", c.display()));
                 }
             }
             s.push('\n');

@@ -306,6 +306,15 @@ impl Chroot {
 /// Run `argv` in the guest: directly when `chroot` is None (live root), else chrooted in a private mount
 /// namespace. Output (stdout and stderr) is captured.
 pub fn run(chroot: Option<&Chroot>, argv: &[String]) -> Result<Outcome> {
+    run_with_input(chroot, argv, None)
+}
+
+/// [`run`] with `input` written to the command's standard input.
+pub fn run_with_input(
+    chroot: Option<&Chroot>,
+    argv: &[String],
+    input: Option<&str>,
+) -> Result<Outcome> {
     let Some(prog) = argv.first() else {
         bail!("empty command");
     };
@@ -316,7 +325,11 @@ pub fn run(chroot: Option<&Chroot>, argv: &[String]) -> Result<Outcome> {
         .env("DEBIAN_FRONTEND", "noninteractive")
         .env("LC_ALL", "C")
         .env("HOME", "/root")
-        .stdin(Stdio::null())
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     if let Some(ch) = chroot {
@@ -328,8 +341,16 @@ pub fn run(chroot: Option<&Chroot>, argv: &[String]) -> Result<Outcome> {
             cmd.pre_exec(move || child_setup(&ops, &base));
         }
     }
-    let out = cmd
-        .output()
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("running {}", argv.join(" ")))?;
+    if let (Some(text), Some(mut sin)) = (input, child.stdin.take()) {
+        use std::io::Write;
+        // A command that exits without reading its input is reported by its status, not as a write error.
+        let _ = sin.write_all(text.as_bytes());
+    }
+    let out = child
+        .wait_with_output()
         .with_context(|| format!("running {}", argv.join(" ")))?;
     let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
     let err = String::from_utf8_lossy(&out.stderr);

@@ -700,7 +700,7 @@ impl Run<'_> {
                 output: format!("{}: not found in the guest", c.argv[0]),
             }
         } else {
-            match exec::run(self.chroot.as_ref(), &c.argv) {
+            match exec::run_with_input(self.chroot.as_ref(), &c.argv, c.stdin.as_deref()) {
                 Ok(o) => o,
                 Err(e) => exec::Outcome {
                     status: None,
@@ -1158,11 +1158,7 @@ pub fn render_plan(plan: &Plan) -> String {
             Phase::Pre => "before the file changes",
             Phase::Post => "after the file changes",
         };
-        s.push_str(&format!(
-            "# run ({ph}): {}\t# {}\n",
-            c.argv.join(" "),
-            c.reason
-        ));
+        s.push_str(&format!("# run ({ph}): {}\t# {}\n", c.display(), c.reason));
     }
     s
 }
