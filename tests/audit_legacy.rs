@@ -116,6 +116,19 @@ pub fn make_cloud_ready(g: &Guest) {
         "/etc/network/interfaces",
         "auto lo\niface lo inet loopback\n\nauto eth0\niface eth0 inet dhcp\n",
     );
+    // What the guide's `dpkg-reconfigure cloud-init` writes.
+    g.write(
+        "/etc/cloud/cloud.cfg.d/90_dpkg.cfg",
+        "# to update this file, run dpkg-reconfigure cloud-init\ndatasource_list: [ Ec2, None ]\n",
+    );
+    g.write(
+        "/etc/cloud/cloud.cfg.d/91_ec2.cfg",
+        "datasource:\n  Ec2:\n    strict_id: false\n",
+    );
+    // A generated locale, as any installed system has.
+    g.write("/etc/locale.gen", "en_US.UTF-8 UTF-8\n");
+    g.write("/etc/default/locale", "LANG=en_US.UTF-8\n");
+    common::sh("chroot", &[g.root().to_str().unwrap(), "locale-gen"]);
 }
 
 #[test]

@@ -40,20 +40,18 @@ pub fn make_vmware_guest(g: &Guest) {
         ),
     );
     g.write("/boot/grub/device.map", "(hd0)\t/dev/sda\n");
+    // debconf's record of where grub-pc installs itself: the old hypervisor's disk, by id.
+    let by_id = "Value: /dev/disk/by-id/ata-VMware_Virtual_IDE_Hard_Drive_00000000000000000001\n";
     let mut debconf =
         std::fs::read_to_string(g.path("/var/cache/debconf/config.dat")).unwrap_or_default();
-    if !debconf.contains("Name: grub-pc/install_devices\n") {
-        debconf.push_str("\nName: grub-pc/install_devices\nTemplate: grub-pc/install_devices\nValue: /dev/disk/by-id/ata-VMware_Virtual_IDE_Hard_Drive_00000000000000000001\nOwners: grub-pc\nFlags: seen\n");
-    } else {
-        let re =
-            regex::Regex::new(r"(?m)(Name: grub-pc/install_devices\n(?:[^\n]+\n)*?)Value:[^\n]*")
-                .unwrap();
-        debconf = re
-            .replace(
-                &debconf,
-                "${1}Value: /dev/disk/by-id/ata-VMware_Virtual_IDE_Hard_Drive_00000000000000000001",
-            )
+    let head = "Name: grub-pc/install_devices\nTemplate: grub-pc/install_devices\n";
+    if debconf.contains(head) {
+        let value = regex::Regex::new(r"(?m)^(Name: grub-pc/install_devices\nTemplate: grub-pc/install_devices\n)(Value:[^\n]*\n)?").unwrap();
+        debconf = value
+            .replace(&debconf, format!("${{1}}{by_id}"))
             .into_owned();
+    } else {
+        debconf.push_str(&format!("\n{head}{by_id}Owners: grub-pc\nFlags: seen\n"));
     }
     g.write("/var/cache/debconf/config.dat", &debconf);
     g.write(
@@ -88,8 +86,17 @@ pub fn make_vmware_guest(g: &Guest) {
     g.write("/var/lib/dpkg/status", &status);
 }
 
-/// SSH allowed only from the old office network (a blocker cloudprep reports but does not fix).
+/// SSH allowed only from the old office network (a blocker cloudprep reports but does not fix), loaded at
+/// boot by iptables-persistent.
 pub fn plant_old_firewall(g: &Guest) {
+    let mut status = g.read("/var/lib/dpkg/status");
+    for (pkg, ver) in [
+        ("netfilter-persistent", "1.0.20"),
+        ("iptables-persistent", "1.0.20"),
+    ] {
+        status.push_str(&format!("\nPackage: {pkg}\nStatus: install ok installed\nPriority: optional\nSection: admin\nArchitecture: all\nVersion: {ver}\nDescription: boot-time loader for netfilter rules\n"));
+    }
+    g.write("/var/lib/dpkg/status", &status);
     g.write(
         "/etc/iptables/rules.v4",
         "*filter\n:INPUT DROP [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n-A INPUT -i lo -j ACCEPT\n-A INPUT -m state --state RELATED,ESTABLISHED -j ACCEPT\n-A INPUT -s 192.0.2.0/24 -p tcp -m tcp --dport 22 -j ACCEPT\nCOMMIT\n",
