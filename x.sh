@@ -8,7 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 APT_PKGS=(debootstrap lintian grub-common e2fsprogs dosfstools lvm2 fdisk gdisk cpio zstd lz4 xz-utils
-          musl-tools util-linux kmod initramfs-tools-core fakeroot dpkg-dev file binutils systemd)
+          musl-tools util-linux kmod initramfs-tools-core fakeroot dpkg-dev file binutils systemd
+          xfsprogs btrfs-progs cryptsetup-bin)
 
 setup() {
     local missing=()
