@@ -327,7 +327,9 @@ struct Node {
 }
 
 fn read_trim(p: &Path) -> Option<String> {
-    std::fs::read_to_string(p).ok().map(|s| s.trim().to_string())
+    std::fs::read_to_string(p)
+        .ok()
+        .map(|s| s.trim().to_string())
 }
 
 fn sys_nodes(sys: &Path) -> BTreeMap<String, Node> {
@@ -522,8 +524,8 @@ fn gather_from(
                 // MBR logical partitions (5+) are numbered by the kernel: follow its numbering.
                 if let Some(sig) = le32(&head, 0x1B8).filter(|_| {
                     head.get(510..512) == Some([0x55, 0xAA].as_slice())
-                        && !head.get(512..520).is_some_and(|s| s == b"EFI PART")
-                        && !head.get(4096..4104).is_some_and(|s| s == b"EFI PART")
+                        && head.get(512..520).is_none_or(|s| s != b"EFI PART")
+                        && head.get(4096..4104).is_none_or(|s| s != b"EFI PART")
                 }) {
                     for p in &parts {
                         if let Some(num) = p.partition.filter(|&x| x > 4) {
@@ -564,7 +566,10 @@ fn gather_from(
         let probed = read_head(&path).and_then(|h| probe_superblock(&h));
         let mut fs = Filesystem {
             device: path.clone(),
-            fstype: probed.as_ref().map(|p| p.fstype.clone()).unwrap_or_default(),
+            fstype: probed
+                .as_ref()
+                .map(|p| p.fstype.clone())
+                .unwrap_or_default(),
             uuid: probed.as_ref().and_then(|p| p.uuid.clone()),
             label: probed.as_ref().and_then(|p| p.label.clone()),
             partuuid: partuuids.get(&n.name).cloned(),
@@ -585,14 +590,15 @@ fn gather_from(
         filesystems.push(fs);
     }
 
-    let root_device = mounts
-        .iter()
-        .rev()
-        .find(|m| m.target == "/")
-        .and_then(|m| match mount_node(m) {
-            Some(n) => nodes.get(&n).map(node_path),
-            None => m.source.starts_with("/dev/").then(|| m.source.clone()),
-        });
+    let root_device =
+        mounts
+            .iter()
+            .rev()
+            .find(|m| m.target == "/")
+            .and_then(|m| match mount_node(m) {
+                Some(n) => nodes.get(&n).map(node_path),
+                None => m.source.starts_with("/dev/").then(|| m.source.clone()),
+            });
     (disks, filesystems, root_device)
 }
 
@@ -638,9 +644,16 @@ mod tests {
 
     #[test]
     fn ext_family_from_mkfs() {
-        for (tool, want) in [("mkfs.ext4", "ext4"), ("mkfs.ext3", "ext3"), ("mkfs.ext2", "ext2")] {
+        for (tool, want) in [
+            ("mkfs.ext4", "ext4"),
+            ("mkfs.ext3", "ext3"),
+            ("mkfs.ext2", "ext2"),
+        ] {
             let (_d, p) = image(8);
-            run(tool, &["-q", "-F", "-U", U, "-L", "rootfs", p.to_str().unwrap()]);
+            run(
+                tool,
+                &["-q", "-F", "-U", U, "-L", "rootfs", p.to_str().unwrap()],
+            );
             let got = probe_superblock(&head(&p)).unwrap();
             assert_eq!(got.fstype, want, "{tool}");
             assert_eq!(got.uuid.as_deref(), Some(U));
@@ -653,7 +666,15 @@ mod tests {
         let (_d, p) = image(320);
         run(
             "mkfs.xfs",
-            &["-q", "-f", "-m", &format!("uuid={U}"), "-L", "data", p.to_str().unwrap()],
+            &[
+                "-q",
+                "-f",
+                "-m",
+                &format!("uuid={U}"),
+                "-L",
+                "data",
+                p.to_str().unwrap(),
+            ],
         );
         let got = probe_superblock(&head(&p)).unwrap();
         assert_eq!((got.fstype.as_str(), got.uuid.as_deref()), ("xfs", Some(U)));
@@ -663,9 +684,15 @@ mod tests {
     #[test]
     fn btrfs_from_mkfs() {
         let (_d, p) = image(128);
-        run("mkfs.btrfs", &["-q", "-f", "-U", U, "-L", "pool", p.to_str().unwrap()]);
+        run(
+            "mkfs.btrfs",
+            &["-q", "-f", "-U", U, "-L", "pool", p.to_str().unwrap()],
+        );
         let got = probe_superblock(&head(&p)).unwrap();
-        assert_eq!((got.fstype.as_str(), got.uuid.as_deref()), ("btrfs", Some(U)));
+        assert_eq!(
+            (got.fstype.as_str(), got.uuid.as_deref()),
+            ("btrfs", Some(U))
+        );
         assert_eq!(got.label.as_deref(), Some("pool"));
     }
 
@@ -674,7 +701,10 @@ mod tests {
         let (_d, p) = image(4);
         run("mkswap", &["-U", U, "-L", "swap0", p.to_str().unwrap()]);
         let got = probe_superblock(&head(&p)).unwrap();
-        assert_eq!((got.fstype.as_str(), got.uuid.as_deref()), ("swap", Some(U)));
+        assert_eq!(
+            (got.fstype.as_str(), got.uuid.as_deref()),
+            ("swap", Some(U))
+        );
         assert_eq!(got.label.as_deref(), Some("swap0"));
     }
 
@@ -684,7 +714,15 @@ mod tests {
             let (_d, p) = image(size);
             run(
                 "mkfs.vfat",
-                &["-F", bits, "-i", "DEADBEEF", "-n", "EFI", p.to_str().unwrap()],
+                &[
+                    "-F",
+                    bits,
+                    "-i",
+                    "DEADBEEF",
+                    "-n",
+                    "EFI",
+                    p.to_str().unwrap(),
+                ],
             );
             let got = probe_superblock(&head(&p)).unwrap();
             assert_eq!(got.fstype, "vfat", "FAT{bits}");
@@ -761,7 +799,11 @@ mod tests {
             .stdout(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        c.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
+        c.stdin
+            .take()
+            .unwrap()
+            .write_all(script.as_bytes())
+            .unwrap();
         assert!(c.wait().unwrap().success());
     }
 
