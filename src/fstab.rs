@@ -170,8 +170,16 @@ pub fn parse_crypttab(text: &str) -> Table {
 /// `(field index, new raw text)` pairs; an index equal to the field count appends a field. Every other
 /// byte (spacing, comments, CRLF, a missing final newline) is kept.
 pub fn rewrite_fields(text: &str, edit: impl Fn(&[String]) -> Vec<(usize, String)>) -> String {
+    rewrite_fields_at(text, |_, f| edit(f))
+}
+
+/// [`rewrite_fields`] with the 1-based line number passed to `edit`.
+pub fn rewrite_fields_at(
+    text: &str,
+    edit: impl Fn(usize, &[String]) -> Vec<(usize, String)>,
+) -> String {
     let mut out = String::with_capacity(text.len() + 64);
-    for piece in text.split_inclusive('\n') {
+    for (lineno, piece) in text.split_inclusive('\n').enumerate() {
         let (body, term) = match piece.strip_suffix('\n') {
             Some(b) => match b.strip_suffix('\r') {
                 Some(b2) => (b2, &piece[b2.len()..]),
@@ -191,7 +199,7 @@ pub fn rewrite_fields(text: &str, edit: impl Fn(&[String]) -> Vec<(usize, String
             .iter()
             .map(|&(s, e)| unescape_octal(&body[s..e]))
             .collect();
-        let mut edits = edit(&fields);
+        let mut edits = edit(lineno + 1, &fields);
         if edits.is_empty() {
             out.push_str(piece);
             continue;

@@ -155,9 +155,17 @@ fn root_disk(ctx: &Ctx, r: &Resolver, entries: &[Entry]) -> Option<DiskId> {
     (!f.disks.is_empty()).then(|| DiskId::Host(f.disks.clone()))
 }
 
-fn add_options(fstab_text: &str, spec: &str, mp: &str, add: &[&'static str]) -> String {
-    fstab::rewrite_fields(fstab_text, |f| {
-        if f.len() < 2 || f[0] != spec || f[1] != mp {
+/// Add options to the entry for `spec` on `mp` (found by its device, or at `line` when another fix renamed
+/// the device).
+fn add_options(
+    fstab_text: &str,
+    line: usize,
+    spec: &str,
+    mp: &str,
+    add: &[&'static str],
+) -> String {
+    fstab::rewrite_fields_at(fstab_text, |n, f| {
+        if f.len() < 2 || f[1] != mp || (f[0] != spec && n != line) {
             return Vec::new();
         }
         let cur = f.get(3).map(String::as_str).unwrap_or("");
@@ -264,7 +272,7 @@ fn check_absent(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
         if e.fstype() == "swap" {
             // Swap on the root disk was skipped above by the disk comparison; elsewhere it may be absent.
         }
-        let (spec, mp2) = (e.spec().to_string(), mp.to_string());
+        let (spec, mp2, line) = (e.spec().to_string(), mp.to_string(), e.line);
         let opts = add.join(",");
         out.push(
             Finding::new(
@@ -281,7 +289,7 @@ fn check_absent(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
                 e.line
             ))
             .fix(Fix::default().edit(FileEdit::rewrite(FSTAB, Validator::Fstab, move |c| {
-                Ok(add_options(c, &spec, &mp2, add))
+                Ok(add_options(c, line, &spec, &mp2, add))
             }))),
         );
     }
@@ -689,12 +697,18 @@ vg0 {
     #[test]
     fn options_added_once() {
         let t = "/dev/sdb1\t/data\text4\tdefaults\t0\t2\nsrv:/x /n nfs rw 0 0\n/dev/sdc1 /e ext4\n";
-        let a = add_options(t, "/dev/sdb1", "/data", &["nofail"]);
+        let a = add_options(t, 1, "/dev/sdb1", "/data", &["nofail"]);
         assert_eq!(a, t.replace("defaults\t0", "defaults,nofail\t0"));
-        assert_eq!(add_options(&a, "/dev/sdb1", "/data", &["nofail"]), a);
-        let b = add_options(t, "/dev/sdc1", "/e", &["nofail"]);
+        assert_eq!(add_options(&a, 1, "/dev/sdb1", "/data", &["nofail"]), a);
+        // Renamed by another fix first: still found by its line.
+        let renamed = t.replace("/dev/sdb1", "UUID=x");
+        assert_eq!(
+            add_options(&renamed, 1, "/dev/sdb1", "/data", &["nofail"]),
+            a.replace("/dev/sdb1", "UUID=x")
+        );
+        let b = add_options(t, 3, "/dev/sdc1", "/e", &["nofail"]);
         assert!(b.ends_with("/dev/sdc1 /e ext4 nofail\n"), "{b}");
-        let c = add_options(t, "srv:/x", "/n", &["nofail", "_netdev"]);
+        let c = add_options(t, 2, "srv:/x", "/n", &["nofail", "_netdev"]);
         assert!(c.contains("srv:/x /n nfs rw,nofail,_netdev 0 0\n"));
     }
 

@@ -1,0 +1,303 @@
+//! Storage checks on real guests: a debootstrap bookworm root with an old VMware guest's fstab, and a real
+//! partitioned disk on a loop device whose fstab names partitions by kernel name.
+mod common;
+
+use common::{findings, has_evidence};
+use std::process::Command;
+
+const MY_IDS: &[&str] = &[
+    "fstab.device-names",
+    "fstab.crypttab-device-names",
+    "fstab.resume-device",
+    "fstab.syntax",
+    "storage.absent-devices",
+    "storage.root-boot-split",
+    "storage.lvm-multi-disk",
+    "storage.multiple-disks",
+];
+
+const VMWARE_FSTAB: &str = "# /etc/fstab: static file system information.
+#
+# <file system> <mount point>   <type>  <options>       <dump>  <pass>
+proc            /proc           proc    defaults        0       0
+/dev/sda1       /               ext3    errors=remount-ro 0       1
+/dev/sdb1\t/data\text4\tdefaults\t0\t2
+/dev/sda5       none            swap    sw              0       0
+fileserver:/export /srv/share   nfs     rw,hard         0       0
+/dev/scd0       /media/cdrom0   udf,iso9660 user,noauto     0       0
+this-is-garbage
+";
+
+fn lines_of(report: &serde_json::Value, id: &str) -> Vec<u64> {
+    let mut v: Vec<u64> = findings(report, id)
+        .iter()
+        .flat_map(|f| f["evidence"].as_array().unwrap().iter())
+        .filter(|e| e["path"] == "/etc/fstab")
+        .filter_map(|e| e["line"].as_u64())
+        .collect();
+    v.sort();
+    v
+}
+
+fn need_root() -> bool {
+    if !common::is_root() {
+        eprintln!("skipped: needs root");
+        return false;
+    }
+    true
+}
+
+#[test]
+fn vmware_fstab_on_bookworm() {
+    if !need_root() {
+        return;
+    }
+    let g = common::Guest::bookworm();
+
+    // The unmodified root: none of the storage findings.
+    let (_, clean) = g.audit_json(&[]);
+    for id in MY_IDS {
+        assert!(
+            findings(&clean, id).is_empty(),
+            "{id} fired on a clean root"
+        );
+    }
+    // A correct fstab by UUID, with a nofail data disk: still none.
+    g.write(
+        "/etc/fstab",
+        "UUID=0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d / ext4 errors=remount-ro 0 1\n\
+         UUID=1a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d none swap sw 0 0\n\
+         tmpfs /tmp tmpfs defaults 0 0\n",
+    );
+    let (_, good) = g.audit_json(&[]);
+    for id in MY_IDS {
+        assert!(findings(&good, id).is_empty(), "{id} fired on a UUID fstab");
+    }
+
+    g.write("/etc/fstab", VMWARE_FSTAB);
+    g.write("/etc/initramfs-tools/conf.d/resume", "RESUME=/dev/sda5\n");
+    g.write(
+        "/etc/crypttab",
+        "# <target name> <source device> <key file> <options>\ncswap /dev/sda6 /dev/urandom swap,cipher=aes-xts-plain64\n",
+    );
+    let (code, r) = g.audit_json(&[]);
+    assert_eq!(code, 2, "{r:#}");
+    assert_eq!(lines_of(&r, "fstab.device-names"), vec![5, 6, 7]);
+    assert_eq!(lines_of(&r, "storage.absent-devices"), vec![6, 8]);
+    assert_eq!(lines_of(&r, "fstab.syntax"), vec![10]);
+    assert!(findings(&r, "storage.root-boot-split").is_empty());
+    let multi = findings(&r, "storage.multiple-disks");
+    assert_eq!(multi.len(), 1);
+    assert!(multi[0]["message"].as_str().unwrap().contains("sdb"));
+    assert!(has_evidence(
+        &r,
+        "fstab.resume-device",
+        "/etc/initramfs-tools/conf.d/resume",
+        Some(1)
+    ));
+    assert!(has_evidence(
+        &r,
+        "fstab.crypttab-device-names",
+        "/etc/crypttab",
+        Some(2)
+    ));
+    for f in findings(&r, "fstab.device-names") {
+        assert_eq!(f["severity"], "blocker");
+        // Offline, on a directory that is no mount: nothing to resolve the names with, so no fix, and the
+        // remediation says how to provide the mapping.
+        assert!(
+            f["remediation"].as_str().unwrap().contains("[devices]"),
+            "{f:#}"
+        );
+    }
+
+    // The planned nofail fix (absent-devices) composes with the others; /etc/fstab rewritten once.
+    let plan = r["plan"]["files"].as_array().unwrap();
+    let fst = plan.iter().find(|f| f["path"] == "/etc/fstab").unwrap();
+    let diff = fst["diff"].as_str().unwrap();
+    assert!(
+        diff.contains("+/dev/sdb1\t/data\text4\tdefaults,nofail\t0\t2"),
+        "{diff}"
+    );
+    assert!(
+        diff.contains("+fileserver:/export /srv/share   nfs     rw,hard,nofail"),
+        "{diff}"
+    );
+    assert!(!diff.contains("+/dev/scd0"), "{diff}");
+
+    // With a [devices] map, the kernel names get their UUIDs.
+    g.write(
+        "/etc/cloudprep/cloudprep.toml",
+        "[devices]\n\"/dev/sda1\" = \"UUID=0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d\"\n\
+         \"/dev/sdb1\" = \"UUID=2b2b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d\"\n",
+    );
+    let (_, r) = g.audit_json(&[]);
+    let plan = r["plan"]["files"].as_array().unwrap();
+    let diff = plan.iter().find(|f| f["path"] == "/etc/fstab").unwrap()["diff"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        diff.contains("+UUID=0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d       /               ext3"),
+        "{diff}"
+    );
+    assert!(
+        diff.contains(
+            "+UUID=2b2b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d\t/data\text4\tdefaults,nofail\t0\t2"
+        ),
+        "{diff}"
+    );
+}
+
+#[test]
+fn binary_fstab_is_an_error_naming_the_path() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(d.path().join("etc")).unwrap();
+    std::fs::write(
+        d.path().join("etc/fstab"),
+        b"/dev/sda1 / ext4 defaults 0 1\n\0\0\x01",
+    )
+    .unwrap();
+    let (_, r) = common::audit_json(d.path(), &[]);
+    let f = findings(&r, "fstab.device-names");
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0]["status"], "error");
+    let m = f[0]["message"].as_str().unwrap();
+    assert!(m.contains("/etc/fstab") && m.contains("line 2"), "{m}");
+}
+
+const ROOT_UUID: &str = "5e1f0c2a-7b3d-4c8e-9f10-2a3b4c5d6e7f";
+const SWAP_UUID: &str = "0d9c8b7a-6f5e-4d3c-8b2a-190817263544";
+
+fn findmnt_verify(content: &str) -> (bool, String) {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("fstab");
+    std::fs::write(&p, content).unwrap();
+    let out = Command::new("findmnt")
+        .args(["--verify", "--verbose", "--tab-file", p.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn real_disk_kernel_names_get_uuids() {
+    if !need_root() {
+        return;
+    }
+    let mut disk = common::loopdev::LoopDisk::new(
+        600,
+        "label: dos\nlabel-id: 0x4d3c2b1a\nsize=500MiB,type=83\ntype=5\ntype=82\n",
+    );
+    let (p1, p5) = (disk.part(1), disk.part(5));
+    common::sh(
+        "mkfs.ext4",
+        &["-q", "-F", "-U", ROOT_UUID, "-L", "root", &p1],
+    );
+    common::sh("mkswap", &["-U", SWAP_UUID, &p5]);
+    let mnt = tempfile::Builder::new()
+        .prefix("cloudprep-mnt.")
+        .tempdir_in(common::scratch())
+        .unwrap();
+    disk.mount(&p1, mnt.path(), &[]);
+    let st = Command::new(common::repo().join("scripts/mkroot.sh"))
+        .args(["bookworm", mnt.path().to_str().unwrap(), "min"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let fstab = "# as the VMware guest had it\r\n/dev/sda1\t/\text4\terrors=remount-ro\t0\t1\r\n/dev/sda5 none swap sw 0 0";
+    std::fs::write(mnt.path().join("etc/fstab"), fstab).unwrap();
+    std::fs::create_dir_all(mnt.path().join("etc/initramfs-tools/conf.d")).unwrap();
+    std::fs::write(
+        mnt.path().join("etc/initramfs-tools/conf.d/resume"),
+        "RESUME=\"/dev/sda5\"\n",
+    )
+    .unwrap();
+
+    let (code, r) = common::audit_json(mnt.path(), &[]);
+    assert_eq!(code, 2);
+    assert_eq!(lines_of(&r, "fstab.device-names"), vec![2, 3]);
+    // Everything is on the one disk: nothing absent, no split, a single disk.
+    for id in [
+        "storage.absent-devices",
+        "storage.root-boot-split",
+        "storage.multiple-disks",
+    ] {
+        assert!(findings(&r, id).is_empty(), "{id}: {r:#}");
+    }
+    // Facts: the root device and the probed superblocks.
+    let fss = r["facts"]["filesystems"].as_array();
+    if let Some(fss) = fss {
+        assert!(fss
+            .iter()
+            .any(|f| f["uuid"] == ROOT_UUID && f["fstype"] == "ext4"));
+        assert!(fss
+            .iter()
+            .any(|f| f["uuid"] == SWAP_UUID && f["partuuid"] == "4d3c2b1a-05"));
+    }
+    let plan = r["plan"]["files"].as_array().unwrap();
+    let diff = plan.iter().find(|f| f["path"] == "/etc/fstab").unwrap()["diff"]
+        .as_str()
+        .unwrap();
+    assert!(
+        diff.contains(&format!(
+            "+UUID={ROOT_UUID}\t/\text4\terrors=remount-ro\t0\t1\r\n"
+        )),
+        "{diff}"
+    );
+    assert!(
+        diff.contains(&format!("+UUID={SWAP_UUID} none swap sw 0 0")),
+        "{diff}"
+    );
+    let resume = plan
+        .iter()
+        .find(|f| f["path"] == "/etc/initramfs-tools/conf.d/resume")
+        .unwrap();
+    assert!(resume["diff"]
+        .as_str()
+        .unwrap()
+        .contains(&format!("+RESUME=\"UUID={SWAP_UUID}\"")));
+
+    // The library view: apply the composed plan to the file and let findmnt verify it.
+    let root = cloudprep::root::Root::new(mnt.path()).unwrap();
+    let config = cloudprep::config::Config::default();
+    let audit = cloudprep::audit::run(&root, &config, &cloudprep::audit::Selection::default());
+    assert_eq!(
+        audit.facts.root_device.as_deref(),
+        Some(p1.as_str()),
+        "root device"
+    );
+    let pf = audit
+        .plan
+        .files
+        .iter()
+        .find(|f| f.path == "/etc/fstab")
+        .unwrap();
+    let after = cloudprep::audit::apply_edits(&pf.edits, true, fstab)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        after,
+        format!("# as the VMware guest had it\r\nUUID={ROOT_UUID}\t/\text4\terrors=remount-ro\t0\t1\r\nUUID={SWAP_UUID} none swap sw 0 0")
+    );
+    // Idempotent.
+    assert_eq!(
+        cloudprep::audit::apply_edits(&pf.edits, true, &after)
+            .unwrap()
+            .unwrap(),
+        after
+    );
+    // findmnt resolves the UUIDs against the real loop partitions (libblkid scans without udev links).
+    let (ok, text) = findmnt_verify(&after.replace("\r\n", "\n"));
+    assert!(ok, "findmnt --verify failed:\n{text}");
+    assert!(
+        text.contains(&format!("UUID={ROOT_UUID} translated to {p1}"))
+            && text.contains(&format!("UUID={SWAP_UUID} translated to {p5}")),
+        "{text}"
+    );
+}
