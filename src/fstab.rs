@@ -297,7 +297,20 @@ pub fn rewrite_resume(text: &str, old: &str, new: &str) -> String {
 
 /// Why a device path is not a stable name in the cloud, or `None` when it is fine.
 pub fn unstable_name(spec: &str) -> Option<&'static str> {
-    if spec.starts_with("/dev/disk/by-id/") {
+    if let Some(id) = spec.strip_prefix("/dev/disk/by-id/") {
+        // Names derived from device-mapper, md or LVM metadata move with the disk content.
+        if [
+            "dm-name-",
+            "dm-uuid-",
+            "md-name-",
+            "md-uuid-",
+            "lvm-pv-uuid-",
+        ]
+        .iter()
+        .any(|p| id.starts_with(p))
+        {
+            return None;
+        }
         return Some("a /dev/disk/by-id/ name carries the old hypervisor's disk model and serial");
     }
     if spec.starts_with("/dev/disk/by-path/") {
@@ -881,6 +894,8 @@ fileserver:/export /mnt/nfs nfs rw 0 0\n\
             "/dev/vg0/root",
             "/dev/md0",
             "/dev/disk/by-uuid/1234",
+            "/dev/disk/by-id/dm-name-vg0-root",
+            "/dev/disk/by-id/md-uuid-1:2:3:4",
             "/dev/sr0",
             "/dev/scd0",
             "/dev/fd0",
