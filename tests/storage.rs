@@ -330,6 +330,11 @@ fn real_disk_kernel_names_get_uuids() {
         .iter()
         .any(|f| f["uuid"] == SWAP_UUID && f["partuuid"] == "4d3c2b1a-05"));
     assert_eq!(r["facts"]["root_device"], p1.as_str());
+    // Offline, only the guest's own disk is probed (not the host's other block devices).
+    let dname = disk.dev.trim_start_matches("/dev/");
+    for f in fss {
+        assert_eq!(f["disks"], serde_json::json!([dname]), "{f}");
+    }
     let plan = r["plan"]["files"].as_array().unwrap();
     let diff = plan.iter().find(|f| f["path"] == "/etc/fstab").unwrap()["diff"]
         .as_str()
@@ -415,4 +420,25 @@ fn real_disk_kernel_names_get_uuids() {
             && text.contains(&format!("UUID={SWAP_UUID} translated to {p5}")),
         "{text}"
     );
+}
+
+#[test]
+fn live_probe_reads_a_real_lvm_pv_label() {
+    if !need_root() {
+        return;
+    }
+    const PV_UUID: &str = "aBcDeF-gHiJ-kLmN-oPqR-sTuV-wXyZ-012345";
+    let disk = common::loopdev::LoopDisk::new(64, "");
+    common::sh(
+        "pvcreate",
+        &["-ff", "-y", "--uuid", PV_UUID, "--norestorefile", &disk.dev],
+    );
+    let live = cloudprep::root::Root::new("/").unwrap();
+    let (_, fss, _) = cloudprep::probe::gather(&live, &[]);
+    let pv = fss
+        .iter()
+        .find(|f| f.device == disk.dev)
+        .expect("PV probed");
+    assert_eq!(pv.fstype, "LVM2_member");
+    assert_eq!(pv.uuid.as_deref(), Some(PV_UUID));
 }
