@@ -497,12 +497,9 @@ impl<'a> Resolver<'a> {
                 return Some((f, format!("device {spec}")));
             }
         }
+        // What is mounted at the entry's mount point is that entry's filesystem, whatever the disk was
+        // called (a Xen guest's /dev/xvda1 may be a bare filesystem image without a partition table).
         if let Some(f) = self.by_mountpoint(mountpoint) {
-            if let Some((_, part)) = guest_disk(spec) {
-                if part != f.partition {
-                    return None;
-                }
-            }
             return Some((f, format!("the mount at {mountpoint} ({})", f.device)));
         }
         let (gd, part) = guest_disk(spec)?;
@@ -932,6 +929,125 @@ fileserver:/export /mnt/nfs nfs rw 0 0\n\
         assert_eq!(
             rewrite_resume("RESUME=/dev/sda5", "/dev/sda5", "UUID=y"),
             "RESUME=UUID=y"
+        );
+    }
+
+    fn fs(
+        dev: &str,
+        fstype: &str,
+        uuid: &str,
+        disk: &str,
+        part: Option<u32>,
+        majmin: &str,
+    ) -> Filesystem {
+        Filesystem {
+            device: dev.into(),
+            fstype: fstype.into(),
+            uuid: (!uuid.is_empty()).then(|| uuid.to_string()),
+            partuuid: part.map(|p| format!("cafe0001-{p:02x}")),
+            dev: majmin.into(),
+            disks: vec![disk.into()],
+            partition: part,
+            ..Default::default()
+        }
+    }
+
+    fn offline_facts() -> crate::facts::Facts {
+        crate::facts::Facts {
+            live: false,
+            mounts: vec![crate::facts::Mount {
+                target: "/".into(),
+                source: "/dev/loop7p1".into(),
+                fstype: "ext4".into(),
+                options: "rw".into(),
+                dev: "259:1".into(),
+            }],
+            filesystems: vec![
+                fs(
+                    "/dev/loop7p1",
+                    "ext4",
+                    "11111111-1111-4111-8111-111111111111",
+                    "loop7",
+                    Some(1),
+                    "259:1",
+                ),
+                fs(
+                    "/dev/loop7p5",
+                    "swap",
+                    "55555555-5555-4555-8555-555555555555",
+                    "loop7",
+                    Some(5),
+                    "259:5",
+                ),
+                fs("/dev/loop7p6", "", "", "loop7", Some(6), "259:6"),
+            ],
+            root_device: Some("/dev/loop7p1".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn resolver_maps_guest_disk_through_the_root_mount() {
+        let d = tempfile::tempdir().unwrap();
+        let root = crate::root::Root::new(d.path()).unwrap();
+        let mut config = crate::config::Config::default();
+        config
+            .devices
+            .insert("/dev/sdb1".into(), "UUID=2222".into());
+        let facts = offline_facts();
+        let ctx = Ctx {
+            root: &root,
+            config: &config,
+            facts: &facts,
+        };
+        let t = parse_fstab(
+            "/dev/sda1 / ext3 defaults 0 1\n/dev/sda5 none swap sw 0 0\n/dev/sdb1 /data ext4 defaults 0 2\n",
+        );
+        let r = Resolver::new(&ctx, &t.entries);
+        let ok = |spec: &str, mp: &str, ty: &str| r.stable_spec(spec, mp, ty).map(|x| x.0);
+        assert_eq!(
+            ok("/dev/sda1", "/", "ext3").unwrap(),
+            "UUID=11111111-1111-4111-8111-111111111111"
+        );
+        assert_eq!(
+            ok("/dev/sda5", "none", "swap").unwrap(),
+            "UUID=55555555-5555-4555-8555-555555555555"
+        );
+        // fstab type and the superblock disagree: no guess.
+        assert!(ok("/dev/sda5", "none", "ext4")
+            .unwrap_err()
+            .contains("holds swap"));
+        // Plain dm-crypt swap: no superblock, the partition UUID names it.
+        assert_eq!(
+            ok("/dev/sda6", "none", "swap").unwrap(),
+            "PARTUUID=cafe0001-06"
+        );
+        // Not on the mapped disk, but in [devices].
+        assert_eq!(ok("/dev/sdb1", "/data", "ext4").unwrap(), "UUID=2222");
+        assert!(ok("/dev/sdc1", "/x", "ext4").is_err());
+        assert!(ok("/dev/sda9", "/y", "ext4").is_err());
+        assert_eq!(
+            r.disk_of("/dev/sda5", "none"),
+            Some(DiskId::Host(vec!["loop7".into()]))
+        );
+        assert_eq!(
+            r.disk_of("/dev/sdb1", "/data"),
+            Some(DiskId::Guest("sdb".into()))
+        );
+
+        // A bare filesystem image (no partition table) mounted as the root: found by its mount point.
+        let mut facts = offline_facts();
+        facts.filesystems[0].partition = None;
+        let ctx = Ctx {
+            root: &root,
+            config: &config,
+            facts: &facts,
+        };
+        let t = parse_fstab("/dev/xvda1 / ext4 defaults 0 1\n");
+        let r = Resolver::new(&ctx, &t.entries);
+        assert_eq!(
+            r.stable_spec("/dev/xvda1", "/", "ext4").unwrap().0,
+            "UUID=11111111-1111-4111-8111-111111111111"
         );
     }
 
