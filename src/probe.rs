@@ -372,14 +372,14 @@ fn sys_nodes(sys: &Path) -> BTreeMap<String, Node> {
     out
 }
 
-fn node_path(n: &Node) -> String {
+fn node_path(dev_dir: &Path, n: &Node) -> String {
     if let Some(dm) = &n.dm_name {
-        let m = format!("/dev/mapper/{dm}");
-        if Path::new(&m).exists() {
-            return m;
+        let m = dev_dir.join("mapper").join(dm);
+        if m.exists() {
+            return m.display().to_string();
         }
     }
-    format!("/dev/{}", n.name)
+    dev_dir.join(&n.name).display().to_string()
 }
 
 /// Whole disks (by sysfs name) under a node, through partitions and device-mapper/md slaves.
@@ -451,11 +451,17 @@ fn by_uuid(dir: &Path) -> BTreeMap<String, String> {
 /// Live: every block device. Offline (`--root`): only the devices backing mounts at or below the root,
 /// their slaves, and the partitions of the disks holding them (the guest's own disks).
 pub fn gather(root: &Root, mounts: &[Mount]) -> (Vec<Disk>, Vec<Filesystem>, Option<String>) {
-    gather_from(Path::new("/sys/class/block"), root.is_live(), mounts)
+    gather_from(
+        Path::new("/sys/class/block"),
+        Path::new("/dev"),
+        root.is_live(),
+        mounts,
+    )
 }
 
 fn gather_from(
     sys: &Path,
+    dev_dir: &Path,
     live: bool,
     mounts: &[Mount],
 ) -> (Vec<Disk>, Vec<Filesystem>, Option<String>) {
@@ -515,7 +521,7 @@ fn gather_from(
             .collect();
         parts.sort_by_key(|p| p.partition);
         if !parts.is_empty() && n.sectors > 0 && kind != "floppy" {
-            if let Some(head) = read_head(&node_path(n)) {
+            if let Some(head) = read_head(&node_path(dev_dir, n)) {
                 for e in parse_partition_table(&head) {
                     if let Some(p) = parts.iter().find(|p| p.partition == Some(e.number)) {
                         partuuids.insert(p.name.clone(), e.partuuid);
@@ -548,7 +554,7 @@ fn gather_from(
         });
     }
 
-    let uuids = by_uuid(Path::new("/dev/disk/by-uuid"));
+    let uuids = by_uuid(&dev_dir.join("disk/by-uuid"));
     let mut filesystems = Vec::new();
     for n in nodes.values() {
         if !wanted.contains(&n.name) || n.sectors == 0 {
@@ -562,7 +568,7 @@ fn gather_from(
         if n.partition.is_none() && nodes.values().any(|p| p.parent.as_ref() == Some(&n.name)) {
             continue;
         }
-        let path = node_path(n);
+        let path = node_path(dev_dir, n);
         let probed = read_head(&path).and_then(|h| probe_superblock(&h));
         let mut fs = Filesystem {
             device: path.clone(),
@@ -581,7 +587,7 @@ fn gather_from(
         if fs.uuid.is_none() {
             fs.uuid = uuids
                 .get(&path)
-                .or_else(|| uuids.get(&format!("/dev/{}", n.name)))
+                .or_else(|| uuids.get(&dev_dir.join(&n.name).display().to_string()))
                 .cloned();
         }
         if fs.fstype.is_empty() && fs.uuid.is_none() && fs.partuuid.is_none() {
@@ -596,7 +602,7 @@ fn gather_from(
             .rev()
             .find(|m| m.target == "/")
             .and_then(|m| match mount_node(m) {
-                Some(n) => nodes.get(&n).map(node_path),
+                Some(n) => nodes.get(&n).map(|n| node_path(dev_dir, n)),
                 None => m.source.starts_with("/dev/").then(|| m.source.clone()),
             });
     (disks, filesystems, root_device)
@@ -840,10 +846,98 @@ mod tests {
         );
     }
 
+    /// A fake sysfs (`devices/…` with `class/block` symlinks, as the kernel lays it out) and a /dev of
+    /// regular files holding real superblocks: sda{1,2}, sdb1 and dm-0 (LVM over sda2 + sdb1), sdc1.
+    #[test]
+    fn gather_walks_partitions_and_dm_slaves() {
+        use std::os::unix::fs::symlink;
+        let t = tempfile::tempdir().unwrap();
+        let sys = t.path().join("sys");
+        let class = sys.join("class/block");
+        let dev = t.path().join("dev");
+        std::fs::create_dir_all(&class).unwrap();
+        std::fs::create_dir_all(dev.join("mapper")).unwrap();
+        let mut minor = 0;
+        let mut node = |path: &str, sectors: u64, part: Option<u32>| {
+            let dir = sys.join("devices").join(path);
+            std::fs::create_dir_all(&dir).unwrap();
+            minor += 1;
+            std::fs::write(dir.join("dev"), format!("8:{minor}\n")).unwrap();
+            std::fs::write(dir.join("size"), format!("{sectors}\n")).unwrap();
+            if let Some(p) = part {
+                std::fs::write(dir.join("partition"), format!("{p}\n")).unwrap();
+            }
+            let name = Path::new(path).file_name().unwrap();
+            symlink(&dir, class.join(name)).unwrap();
+            dir
+        };
+        node("pci/sda", 100, None);
+        node("pci/sda/sda1", 10, Some(1));
+        node("pci/sda/sda2", 10, Some(2));
+        node("pci/sdb", 100, None);
+        node("pci/sdb/sdb1", 10, Some(1));
+        node("pci/sdc", 100, None);
+        node("pci/sdc/sdc1", 10, Some(1));
+        let dm = node("virtual/block/dm-0", 20, None);
+        std::fs::create_dir_all(dm.join("dm")).unwrap();
+        std::fs::write(dm.join("dm/name"), "vg-root\n").unwrap();
+        std::fs::create_dir_all(dm.join("slaves")).unwrap();
+        symlink(sys.join("devices/pci/sda/sda2"), dm.join("slaves/sda2")).unwrap();
+        symlink(sys.join("devices/pci/sdb/sdb1"), dm.join("slaves/sdb1")).unwrap();
+        for (f, tool, args) in [
+            ("sda1", "mkfs.ext2", vec!["-q", "-F", "-U", U]),
+            ("sdc1", "mkfs.ext4", vec!["-q", "-F"]),
+            ("vg-root", "mkfs.ext4", vec!["-q", "-F", "-L", "root"]),
+        ] {
+            let p = if f == "vg-root" {
+                dev.join("mapper").join(f)
+            } else {
+                dev.join(f)
+            };
+            std::fs::File::create(&p).unwrap().set_len(8 << 20).unwrap();
+            let mut a = args.clone();
+            a.push(p.to_str().unwrap());
+            run(tool, &a);
+        }
+        let mount = |target: &str, majmin: &str| Mount {
+            target: target.into(),
+            source: "x".into(),
+            fstype: "ext4".into(),
+            options: "rw".into(),
+            dev: majmin.into(),
+        };
+        // dm-0 is minor 8 (eighth node), sda1 minor 2.
+        let mounts = vec![mount("/", "8:8"), mount("/boot", "8:2")];
+        let (disks, fss, root) = gather_from(&class, &dev, false, &mounts);
+        let vg = dev.join("mapper/vg-root").display().to_string();
+        assert_eq!(root.as_deref(), Some(vg.as_str()));
+        let names: Vec<&str> = disks.iter().map(|d| d.name.as_str()).collect();
+        // sdc backs nothing of the guest: not probed offline.
+        assert_eq!(names, vec!["dm-0", "sda", "sdb"]);
+        assert_eq!(disks[1].partitions, vec!["sda1", "sda2"]);
+        assert_eq!(disks[0].kind, "dm");
+        let root_fs = fss.iter().find(|f| f.device == vg).unwrap();
+        assert_eq!(root_fs.disks, vec!["sda", "sdb"]);
+        assert_eq!(root_fs.label.as_deref(), Some("root"));
+        let boot = fss.iter().find(|f| f.device.ends_with("/sda1")).unwrap();
+        assert_eq!(
+            (boot.fstype.as_str(), boot.uuid.as_deref()),
+            ("ext2", Some(U))
+        );
+        assert_eq!(boot.partition, Some(1));
+        assert!(!fss.iter().any(|f| f.device.ends_with("sdc1")));
+        // Live: everything.
+        let (disks, fss, _) = gather_from(&class, &dev, true, &mounts);
+        assert_eq!(disks.len(), 4);
+        assert!(fss
+            .iter()
+            .any(|f| f.device.ends_with("sdc1") && f.fstype == "ext4"));
+    }
+
     #[test]
     fn offline_gather_without_sysfs_is_empty() {
         let d = tempfile::tempdir().unwrap();
-        let (disks, fs, root) = gather_from(d.path(), false, &[]);
+        let (disks, fs, root) = gather_from(d.path(), d.path(), false, &[]);
         assert!(disks.is_empty() && fs.is_empty() && root.is_none());
     }
 }
