@@ -590,6 +590,12 @@ fn gather_from(
                 .or_else(|| uuids.get(&dev_dir.join(&n.name).display().to_string()))
                 .cloned();
         }
+        if fs.fstype.is_empty() {
+            // Unreadable (or unknown) but mounted: the kernel knows its type.
+            if let Some(m) = mounts.iter().find(|m| m.dev == n.dev) {
+                fs.fstype = m.fstype.clone();
+            }
+        }
         if fs.fstype.is_empty() && fs.uuid.is_none() && fs.partuuid.is_none() {
             continue;
         }
