@@ -585,6 +585,10 @@ fn check_fstab_names(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
         let Some(why) = unstable_name(&spec) else {
             continue;
         };
+        // A CD-ROM or floppy line is storage.absent-devices' business.
+        if crate::storage::removable_media(e).is_some() {
+            continue;
+        }
         let mp = e.mountpoint().to_string();
         let what = if e.fstype() == "swap" {
             "swap".to_string()
@@ -600,6 +604,10 @@ fn check_fstab_names(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
             ),
         )
         .evidence(Evidence::line(FSTAB, e.line, &e.text));
+        if e.has_option("noauto") || e.has_option("nofail") {
+            // Boot does not wait for it; it is still the wrong device name.
+            f = f.severity(crate::check::Severity::Warning);
+        }
         match r.stable_spec(&spec, &mp, e.fstype()) {
             Ok((new, how)) => {
                 let (old, mp2, new2) = (spec.clone(), mp.clone(), escape_field(&new));
