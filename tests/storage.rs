@@ -268,6 +268,7 @@ fn binary_fstab_is_an_error_naming_the_path() {
 
 const ROOT_UUID: &str = "5e1f0c2a-7b3d-4c8e-9f10-2a3b4c5d6e7f";
 const SWAP_UUID: &str = "0d9c8b7a-6f5e-4d3c-8b2a-190817263544";
+const LUKS_UUID: &str = "c0ffee00-1234-4abc-9def-0123456789ab";
 
 fn findmnt_verify(content: &str) -> (bool, String) {
     let d = tempfile::tempdir().unwrap();
@@ -292,7 +293,7 @@ fn real_disk_kernel_names_get_uuids() {
     }
     let mut disk = common::loopdev::LoopDisk::new(
         600,
-        "label: dos\nlabel-id: 0x4d3c2b1a\nsize=500MiB,type=83\ntype=5\ntype=82\n",
+        "label: dos\nlabel-id: 0x4d3c2b1a\nsize=450MiB,type=83\ntype=5\nsize=64MiB,type=82\ntype=83\n",
     );
     let (p1, p5) = (disk.part(1), disk.part(5));
     common::sh(
@@ -300,6 +301,27 @@ fn real_disk_kernel_names_get_uuids() {
         &["-q", "-F", "-U", ROOT_UUID, "-L", "root", &p1],
     );
     common::sh("mkswap", &["-U", SWAP_UUID, &p5]);
+    let keyfile = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(keyfile.path(), "secret").unwrap();
+    let p6 = disk.part(6);
+    common::sh(
+        "cryptsetup",
+        &[
+            "luksFormat",
+            "-q",
+            "--type",
+            "luks2",
+            "--uuid",
+            LUKS_UUID,
+            "--pbkdf",
+            "pbkdf2",
+            "--pbkdf-force-iterations",
+            "1000",
+            "--key-file",
+            keyfile.path().to_str().unwrap(),
+            &p6,
+        ],
+    );
     let mnt = tempfile::Builder::new()
         .prefix("cloudprep-mnt.")
         .tempdir_in(common::scratch())
@@ -316,6 +338,12 @@ fn real_disk_kernel_names_get_uuids() {
     std::fs::write(
         mnt.path().join("etc/initramfs-tools/conf.d/resume"),
         "RESUME=\"/dev/sda5\"\n",
+    )
+    .unwrap();
+
+    std::fs::write(
+        mnt.path().join("etc/crypttab"),
+        "# <target name>\t<source device>\t<key file>\t<options>\ncdata\t/dev/sda6\tnone\tluks\n",
     )
     .unwrap();
 
@@ -358,6 +386,19 @@ fn real_disk_kernel_names_get_uuids() {
         diff.contains(&format!("+UUID={SWAP_UUID} none swap sw 0 0")),
         "{diff}"
     );
+    let crypttab = plan.iter().find(|f| f["path"] == "/etc/crypttab").unwrap();
+    assert!(
+        crypttab["diff"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("+cdata\tUUID={LUKS_UUID}\tnone\tluks\n")),
+        "{crypttab}"
+    );
+    assert!(r["plan"]["commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["argv"][0] == "update-initramfs"));
     let resume = plan
         .iter()
         .find(|f| f["path"] == "/etc/initramfs-tools/conf.d/resume")
