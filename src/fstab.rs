@@ -364,26 +364,44 @@ pub fn type_compatible(fstype: &str, probed: &str) -> bool {
             .any(|t| t == probed || (ext(t) && ext(probed)) || (fat(t) && fat(probed)))
 }
 
-/// Where a device lives, for comparing disks: on a host disk we probed, or a guest kernel disk name.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub enum DiskId {
-    Host(Vec<String>),
-    Guest(String),
+/// Where a device lives, for comparing disks: the host disks we probed, and/or the guest's kernel name of
+/// its disk (`sda`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DiskId {
+    pub host: Option<Vec<String>>,
+    pub guest: Option<String>,
 }
 
 impl DiskId {
-    /// Same disk? `None` when the two cannot be compared.
-    pub fn same(&self, other: &DiskId) -> Option<bool> {
-        match (self, other) {
-            (DiskId::Host(a), DiskId::Host(b)) => Some(a.iter().any(|x| b.contains(x))),
-            (DiskId::Guest(a), DiskId::Guest(b)) => Some(a == b),
-            _ => None,
+    pub fn host(v: Vec<String>) -> DiskId {
+        DiskId {
+            host: Some(v),
+            guest: None,
         }
     }
+    pub fn guest(g: impl Into<String>) -> DiskId {
+        DiskId {
+            host: None,
+            guest: Some(g.into()),
+        }
+    }
+    /// Same disk? `None` when the two cannot be compared.
+    pub fn same(&self, other: &DiskId) -> Option<bool> {
+        if let (Some(a), Some(b)) = (&self.host, &other.host) {
+            return Some(a.iter().any(|x| b.contains(x)));
+        }
+        if let (Some(a), Some(b)) = (&self.guest, &other.guest) {
+            return Some(a == b);
+        }
+        None
+    }
     pub fn describe(&self) -> String {
-        match self {
-            DiskId::Host(v) => v.join("+"),
-            DiskId::Guest(g) => g.clone(),
+        match (&self.guest, &self.host) {
+            (Some(g), Some(h)) if h.len() == 1 && &h[0] == g => g.clone(),
+            (Some(g), Some(h)) => format!("{g} ({})", h.join("+")),
+            (Some(g), None) => g.clone(),
+            (None, Some(h)) => h.join("+"),
+            (None, None) => "unknown".into(),
         }
     }
 }
@@ -427,7 +445,65 @@ impl<'a> Resolver<'a> {
                 }
             }
         }
+        r.infer_by_layout(fstab);
         r
+    }
+
+    /// Weaker mapping for guest disks no mount point identified (e.g. only a swap line names `sda`): the
+    /// one guest-backing host disk, not yet mapped, whose partitions match every entry naming that guest
+    /// disk in number and filesystem type, and whose mounted partitions are mounted where the entries say.
+    fn infer_by_layout(&mut self, fstab: &[Entry]) {
+        let facts = self.ctx.facts;
+        let mounted = |f: &Filesystem| {
+            facts
+                .mounts
+                .iter()
+                .rev()
+                .find(|m| !f.dev.is_empty() && m.dev == f.dev)
+        };
+        let host_disks: BTreeSet<String> = facts
+            .filesystems
+            .iter()
+            .filter(|f| mounted(f).is_some() && f.disks.len() == 1)
+            .map(|f| f.disks[0].clone())
+            .collect();
+        let mut by_guest: BTreeMap<String, Vec<&Entry>> = BTreeMap::new();
+        for e in fstab {
+            if let Some((g, _)) = guest_disk(e.spec()) {
+                if !self.map.contains_key(&g) {
+                    by_guest.entry(g).or_default().push(e);
+                }
+            }
+        }
+        let taken: BTreeSet<String> = self.map.values().cloned().collect();
+        let mut found: Vec<(String, String)> = Vec::new();
+        for (g, ents) in by_guest {
+            let cands: Vec<&String> = host_disks
+                .iter()
+                .filter(|h| !taken.contains(*h))
+                .filter(|h| {
+                    ents.iter().all(|e| {
+                        let part = guest_disk(e.spec()).and_then(|x| x.1);
+                        facts.filesystems.iter().any(|f| {
+                            f.disks.len() == 1
+                                && &f.disks[0] == *h
+                                && f.partition == part
+                                && !f.fstype.is_empty()
+                                && type_compatible(e.fstype(), &f.fstype)
+                                && mounted(f).is_none_or(|m| m.target == e.mountpoint())
+                        })
+                    })
+                })
+                .collect();
+            if cands.len() == 1 {
+                found.push((g, cands[0].clone()));
+            }
+        }
+        for (g, h) in &found {
+            if found.iter().filter(|(_, h2)| h2 == h).count() == 1 {
+                self.map.insert(g.clone(), h.clone());
+            }
+        }
     }
 
     fn facts_fs(&self) -> &'a [Filesystem] {
@@ -548,16 +624,29 @@ impl<'a> Resolver<'a> {
 
     /// Which disk a spec lives on.
     pub fn disk_of(&self, spec: &str, mountpoint: &str) -> Option<DiskId> {
-        if let Some((f, _)) = self.host_fs(spec, mountpoint) {
-            if !f.disks.is_empty() {
-                return Some(DiskId::Host(f.disks.clone()));
-            }
+        let guest = guest_disk(spec).map(|(g, _)| g);
+        let mut host = self
+            .host_fs(spec, mountpoint)
+            .map(|(f, _)| f.disks.clone())
+            .filter(|d| !d.is_empty());
+        if host.is_none() {
+            host = guest
+                .as_ref()
+                .and_then(|g| self.map.get(g))
+                .map(|h| vec![h.clone()]);
         }
-        let (gd, _) = guest_disk(spec)?;
-        Some(match self.map.get(&gd) {
-            Some(h) => DiskId::Host(vec![h.clone()]),
-            None => DiskId::Guest(gd),
-        })
+        // The guest's name of a host disk we learned the mapping of.
+        let guest = guest.or_else(|| {
+            let h = host.as_ref()?;
+            self.map
+                .iter()
+                .find(|(_, hd)| h.len() == 1 && &h[0] == *hd)
+                .map(|(g, _)| g.clone())
+        });
+        if host.is_none() && guest.is_none() {
+            return None;
+        }
+        Some(DiskId { host, guest })
     }
 }
 
@@ -1036,12 +1125,33 @@ fileserver:/export /mnt/nfs nfs rw 0 0\n\
         assert!(ok("/dev/sda9", "/y", "ext4").is_err());
         assert_eq!(
             r.disk_of("/dev/sda5", "none"),
-            Some(DiskId::Host(vec!["loop7".into()]))
+            Some(DiskId {
+                host: Some(vec!["loop7".into()]),
+                guest: Some("sda".into())
+            })
         );
+        assert_eq!(r.disk_of("/dev/sdb1", "/data"), Some(DiskId::guest("sdb")));
+
+        // / by UUID: `sda` is learned from the swap partition's number and type; sdb1 (ext4, number 1) is
+        // not taken for the root partition, which is mounted at / and not at /data.
+        let config = crate::config::Config::default();
+        let ctx = Ctx {
+            root: &root,
+            config: &config,
+            facts: &facts,
+        };
+        let t = parse_fstab(
+            "UUID=11111111-1111-4111-8111-111111111111 / ext4 defaults 0 1\n/dev/sda5 none swap sw 0 0\n/dev/sdb1 /data ext4 defaults 0 2\n",
+        );
+        let r = Resolver::new(&ctx, &t.entries);
         assert_eq!(
-            r.disk_of("/dev/sdb1", "/data"),
-            Some(DiskId::Guest("sdb".into()))
+            r.stable_spec("/dev/sda5", "none", "swap").unwrap().0,
+            "UUID=55555555-5555-4555-8555-555555555555"
         );
+        assert!(r.stable_spec("/dev/sdb1", "/data", "ext4").is_err());
+        let t = parse_fstab("UUID=11111111-1111-4111-8111-111111111111 / ext4 defaults 0 1\n/dev/sdb1 /data ext4 defaults 0 2\n");
+        let r = Resolver::new(&ctx, &t.entries);
+        assert!(r.stable_spec("/dev/sdb1", "/data", "ext4").is_err());
 
         // A bare filesystem image (no partition table) mounted as the root: found by its mount point.
         let mut facts = offline_facts();

@@ -152,7 +152,7 @@ fn root_disk(ctx: &Ctx, r: &Resolver, entries: &[Entry]) -> Option<DiskId> {
     }
     let rd = ctx.facts.root_device.as_deref()?;
     let f = ctx.facts.filesystem(rd)?;
-    (!f.disks.is_empty()).then(|| DiskId::Host(f.disks.clone()))
+    (!f.disks.is_empty()).then(|| DiskId::host(f.disks.clone()))
 }
 
 /// Add options to the entry for `spec` on `mp` (found by its device, or at `line` when another fix renamed
@@ -252,7 +252,7 @@ fn check_absent(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
                         ),
                         &["nofail"],
                     ),
-                    (None, Some(DiskId::Host(_)))
+                    (None, Some(DiskId { host: Some(_), .. }))
                         if e.spec().starts_with("UUID=")
                             || e.spec().starts_with("LABEL=")
                             || e.spec().starts_with("PARTUUID=") =>
@@ -354,6 +354,33 @@ pub struct VolumeGroup {
     /// (pv name, id, device hint)
     pub pvs: Vec<(String, String, String)>,
     pub lvs: Vec<String>,
+}
+
+/// Group items by disk. An item joins the first group it is known to share a disk with, or, when it cannot
+/// be compared with some group, that group (never counting a disk twice); a new group needs to be known
+/// different from every existing one.
+pub fn group_disks<T>(items: Vec<(DiskId, T)>) -> Vec<(DiskId, Vec<T>)> {
+    let mut groups: Vec<(DiskId, Vec<T>)> = Vec::new();
+    for (d, item) in items {
+        let pos = groups
+            .iter()
+            .position(|g| g.0.same(&d) == Some(true))
+            .or_else(|| groups.iter().position(|g| g.0.same(&d).is_none()));
+        match pos {
+            Some(i) => {
+                let g = &mut groups[i].0;
+                if g.host.is_none() {
+                    g.host = d.host;
+                }
+                if g.guest.is_none() {
+                    g.guest = d.guest;
+                }
+                groups[i].1.push(item);
+            }
+            None => groups.push((d, vec![item])),
+        }
+    }
+    groups
 }
 
 /// Parse LVM2 text metadata (`/etc/lvm/backup/<vg>`): sections `name {`…`}`, `key = value` lines,
@@ -465,26 +492,33 @@ fn check_lvm(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
             continue;
         };
         for vg in parse_lvm_backup(&text) {
-            let mut disks: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            let mut items = Vec::new();
             for (name, id, dev) in &vg.pvs {
+                let by_dev = r.disk_of(dev, "");
                 let host = ctx
                     .facts
                     .filesystems
                     .iter()
                     .find(|f| f.fstype == "LVM2_member" && f.uuid.as_deref() == Some(id.as_str()))
                     .filter(|f| !f.disks.is_empty())
-                    .map(|f| DiskId::Host(f.disks.clone()));
-                let d = host.or_else(|| r.disk_of(dev, "")).or_else(|| {
-                    // md/dm and other names: the device itself.
-                    (!dev.is_empty()).then(|| DiskId::Guest(dev.clone()))
-                });
-                if let Some(d) = d {
-                    disks
-                        .entry(d.describe())
-                        .or_default()
-                        .push(format!("{name} {dev}"));
-                }
+                    .map(|f| f.disks.clone());
+                let d = match (host, by_dev) {
+                    (Some(h), Some(d)) => DiskId {
+                        host: Some(h),
+                        guest: d.guest,
+                    },
+                    (Some(h), None) => DiskId::host(h),
+                    (None, Some(d)) => d,
+                    // md and other names: the device itself.
+                    (None, None) if !dev.is_empty() => DiskId::guest(dev.clone()),
+                    (None, None) => continue,
+                };
+                items.push((d, format!("{name} {dev}")));
             }
+            let disks: Vec<(String, Vec<String>)> = group_disks(items)
+                .into_iter()
+                .map(|(d, v)| (d.describe(), v))
+                .collect();
             if disks.len() < 2 {
                 continue;
             }
@@ -537,7 +571,7 @@ fn check_multi(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
     let t = fstab::read_fstab(ctx)?.unwrap_or_default();
     let r = Resolver::new(ctx, &t.entries);
     let root = root_disk(ctx, &r, &t.entries);
-    let mut others: BTreeMap<String, Vec<Evidence>> = BTreeMap::new();
+    let mut items: Vec<(DiskId, Evidence)> = Vec::new();
     for e in &t.entries {
         if is_network(e)
             || is_pseudo(e)
@@ -550,36 +584,36 @@ fn check_multi(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
             continue;
         };
         if root.as_ref().and_then(|rd| rd.same(&d)) == Some(false) {
-            others
-                .entry(d.describe())
-                .or_default()
-                .push(Evidence::line(FSTAB, e.line, &e.text));
+            items.push((d, Evidence::line(FSTAB, e.line, &e.text)));
         }
     }
     if ctx.facts.live {
         let root_disks: Vec<String> = match &root {
-            Some(DiskId::Host(v)) => v.clone(),
+            Some(DiskId { host: Some(v), .. }) => v.clone(),
             _ => Vec::new(),
         };
-        for d in &ctx.facts.disks {
-            if d.kind == "disk"
-                && d.size > 0
-                && !root_disks.contains(&d.name)
-                && !others.contains_key(&d.name)
-            {
-                others.insert(
-                    d.name.clone(),
-                    vec![Evidence::file(
-                        &format!("/sys/class/block/{}", d.name),
-                        format!("disk {} ({} bytes)", d.name, d.size),
-                    )],
-                );
-            }
-        }
         if root_disks.is_empty() {
             return Ok(Vec::new());
         }
+        for d in &ctx.facts.disks {
+            if d.kind == "disk" && d.size > 0 && !root_disks.contains(&d.name) {
+                items.push((
+                    DiskId {
+                        host: Some(vec![d.name.clone()]),
+                        guest: Some(d.name.clone()),
+                    },
+                    Evidence::file(
+                        &format!("/sys/class/block/{}", d.name),
+                        format!("disk {} ({} bytes)", d.name, d.size),
+                    ),
+                ));
+            }
+        }
     }
+    let others: BTreeMap<String, Vec<Evidence>> = group_disks(items)
+        .into_iter()
+        .map(|(d, v)| (d.describe(), v))
+        .collect();
     if others.is_empty() {
         return Ok(Vec::new());
     }
@@ -680,6 +714,24 @@ vg0 {
         assert!(parse_lvm_backup("garbage {\n}\n}\n}\n")
             .iter()
             .all(|v| v.pvs.is_empty()));
+    }
+
+    #[test]
+    fn grouping() {
+        let a = DiskId {
+            host: Some(vec!["loop3".into()]),
+            guest: Some("sda".into()),
+        };
+        let g = group_disks(vec![
+            (a.clone(), 1),
+            (DiskId::host(vec!["loop3".into()]), 2),
+            (DiskId::guest("sda"), 3),
+            (DiskId::guest("sdb"), 4),
+            (DiskId::guest("sdb"), 5),
+        ]);
+        assert_eq!(g.len(), 2, "{g:?}");
+        assert_eq!(g[0].1, vec![1, 2, 3]);
+        assert_eq!(g[1].1, vec![4, 5]);
     }
 
     #[test]

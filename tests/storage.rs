@@ -470,6 +470,21 @@ fn real_disk_kernel_names_get_uuids() {
             && text.contains(&format!("UUID={SWAP_UUID} translated to {p5}")),
         "{text}"
     );
+
+    // A second disk the guest called sdb, with / by UUID: the root disk's guest name (sda) is learned from
+    // the swap line, so /data is known to be elsewhere.
+    std::fs::write(
+        mnt.path().join("etc/fstab"),
+        format!("UUID={ROOT_UUID} / ext4 defaults 0 1\n/dev/sda5 none swap sw 0 0\n/dev/sdb1 /data ext4 defaults 0 2\n"),
+    )
+    .unwrap();
+    let (code, r) = common::audit_json(mnt.path(), &[]);
+    assert_eq!(code, 2);
+    assert_eq!(lines_of(&r, "fstab.device-names"), vec![2, 3]);
+    assert_eq!(lines_of(&r, "storage.absent-devices"), vec![3]);
+    let multi = findings(&r, "storage.multiple-disks");
+    assert_eq!(multi.len(), 1, "{r:#}");
+    assert!(multi[0]["message"].as_str().unwrap().contains("sdb"));
 }
 
 #[test]
