@@ -195,6 +195,11 @@ fn check_absent(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
     };
     let r = Resolver::new(ctx, &t.entries);
     let root = root_disk(ctx, &r, &t.entries);
+    let hidden_content = ctx
+        .facts
+        .filesystems
+        .iter()
+        .any(|f| f.fstype == "LVM2_member" || f.fstype == "crypto_LUKS");
     let mut out = Vec::new();
     for e in &t.entries {
         let mp = e.mountpoint();
@@ -252,10 +257,12 @@ fn check_absent(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
                         ),
                         &["nofail"],
                     ),
+                    // Not found among the probed filesystems, and nothing (LVM, LUKS) that could hide it.
                     (None, Some(DiskId { host: Some(_), .. }))
-                        if e.spec().starts_with("UUID=")
+                        if !hidden_content
+                            && (e.spec().starts_with("UUID=")
                             || e.spec().starts_with("LABEL=")
-                            || e.spec().starts_with("PARTUUID=") =>
+                            || e.spec().starts_with("PARTUUID=")) =>
                     {
                         (
                             format!(
