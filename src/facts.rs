@@ -42,6 +42,12 @@ pub struct Filesystem {
     pub label: Option<String>,
     pub partuuid: Option<String>,
     pub size: Option<u64>,
+    /// `major:minor` of the device.
+    pub dev: String,
+    /// Whole disks (sysfs names) holding this device, through partitions and dm/md slaves.
+    pub disks: Vec<String>,
+    /// Partition number, when the device is a partition.
+    pub partition: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -51,6 +57,10 @@ pub struct Disk {
     pub partitions: Vec<String>,
     pub removable: bool,
     pub kind: String,
+    /// `major:minor` of the device.
+    pub dev: String,
+    /// Devices a dm/md disk is built on (sysfs names).
+    pub slaves: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
