@@ -520,6 +520,7 @@ fn facts_on_disk(root: &Root, disk: &Path) -> Facts {
         partitions: vec![format!("{d}-part1")],
         removable: false,
         kind: "disk".into(),
+        ..Default::default()
     }];
     f.mounts.push(Mount {
         target: "/".into(),
