@@ -153,6 +153,11 @@ fn fix_then_rollback_on_a_vmware_guest() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let rollback_log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let after = tree_state(g.root(), STATE_DIRS, STATE_SKIP);
     let diff: Vec<String> = before
         .iter()
@@ -167,7 +172,7 @@ fn fix_then_rollback_on_a_vmware_guest() {
         .collect();
     assert!(
         diff.is_empty(),
-        "rollback is not byte-identical:\n{}",
+        "rollback is not byte-identical:\n{}\nrollback said:\n{rollback_log}\nfix said:\n{log}",
         diff.join("\n")
     );
 }

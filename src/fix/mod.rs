@@ -981,8 +981,9 @@ fn restore(root: &Root, run_dir: &std::path::Path, e: &Entry) -> Result<()> {
     }
 }
 
-/// Roll back the run in `dir`: remove what commands added to the watched trees, restore every backup
-/// (newest first), remove the directories the run created, and mark the run rolled back.
+/// Roll back the run in `dir`: restore every backup (newest first, so the oldest copy wins), remove what
+/// commands added to the watched trees, remove the directories the run created, and mark the run rolled
+/// back.
 fn rollback_dir(
     root: &Root,
     id: &str,
@@ -1003,14 +1004,51 @@ fn rollback_dir(
         errors: Vec::new(),
         warnings: Vec::new(),
     };
-    let backed: BTreeSet<String> = entries
-        .iter()
-        .filter_map(|e| match e {
-            Entry::Backup { path, .. } => Some(path.clone()),
-            _ => None,
-        })
-        .collect();
-    // 1. New entries in watched trees (files a command created), deepest first.
+    // Where each path was first backed up: a file a command created and a later step backed up must end
+    // up absent, not restored from that later backup.
+    let mut first_backup: std::collections::HashMap<String, usize> = Default::default();
+    for (i, e) in entries.iter().enumerate() {
+        if let Entry::Backup { path, .. } = e {
+            first_backup.entry(path.clone()).or_insert(i);
+        }
+    }
+    // 1. Backups, newest first. A file changed since the run wrote it loses that later change: say so.
+    let mut written: std::collections::BTreeMap<&str, Option<&str>> = Default::default();
+    for e in &entries {
+        match e {
+            Entry::Applied { path, sha256, .. } => {
+                written.insert(path, sha256.as_deref());
+            }
+            Entry::Undone { path, .. } => {
+                written.remove(path.as_str());
+            }
+            _ => {}
+        }
+    }
+    let finished = entries.iter().any(|e| matches!(e, Entry::Finished { .. }));
+    for (path, sha) in written.iter().filter(|_| finished) {
+        let cur = root.read(path).ok().flatten().map(|b| atomic::sha256(&b));
+        if cur.as_deref() != *sha {
+            rep.warnings.push(format!(
+                "{path} was changed after the run; the original from before the run is restored"
+            ));
+        }
+    }
+    for e in entries.iter().rev() {
+        if let Entry::Backup { path, kind, .. } = e {
+            match restore(root, dir, e) {
+                Ok(()) => {
+                    if *kind == Kind::Absent {
+                        rep.removed.push(path.clone())
+                    } else {
+                        rep.restored.push(path.clone())
+                    }
+                }
+                Err(err) => rep.errors.push(format!("restoring {path}: {err:#}")),
+            }
+        }
+    }
+    // 2. New entries in watched trees (files a command created), deepest first.
     for e in entries.iter().rev() {
         let Entry::Snapshot {
             dir: tdir,
@@ -1044,8 +1082,8 @@ fn rollback_dir(
         new.sort_by_key(|n| std::cmp::Reverse(n.matches('/').count()));
         for rel in new {
             let g = guest_join(tdir, rel);
-            if backed.contains(&g) {
-                continue; // restored from its backup below
+            if first_backup.get(&g).is_some_and(|&q| q < pos) {
+                continue; // it existed before this command: restored from its backup above
             }
             let r = (|| -> Result<bool> {
                 let (p, n) = split(&g)?;
@@ -1063,42 +1101,6 @@ fn rollback_dir(
                 Ok(true) => rep.removed.push(g),
                 Ok(false) => {}
                 Err(err) => rep.errors.push(format!("removing {g}: {err:#}")),
-            }
-        }
-    }
-    // 2. Backups, newest first. A file changed since the run wrote it loses that later change: say so.
-    let mut written: std::collections::BTreeMap<&str, Option<&str>> = Default::default();
-    for e in &entries {
-        match e {
-            Entry::Applied { path, sha256, .. } => {
-                written.insert(path, sha256.as_deref());
-            }
-            Entry::Undone { path, .. } => {
-                written.remove(path.as_str());
-            }
-            _ => {}
-        }
-    }
-    let finished = entries.iter().any(|e| matches!(e, Entry::Finished { .. }));
-    for (path, sha) in written.iter().filter(|_| finished) {
-        let cur = root.read(path).ok().flatten().map(|b| atomic::sha256(&b));
-        if cur.as_deref() != *sha {
-            rep.warnings.push(format!(
-                "{path} was changed after the run; the original from before the run is restored"
-            ));
-        }
-    }
-    for e in entries.iter().rev() {
-        if let Entry::Backup { path, kind, .. } = e {
-            match restore(root, dir, e) {
-                Ok(()) => {
-                    if *kind == Kind::Absent {
-                        rep.removed.push(path.clone())
-                    } else {
-                        rep.restored.push(path.clone())
-                    }
-                }
-                Err(err) => rep.errors.push(format!("restoring {path}: {err:#}")),
             }
         }
     }

@@ -83,7 +83,7 @@ impl Guest {
     }
 }
 
-/// A debootstrap root unpacked onto a real ext4 filesystem on a loop device, mounted at `guest.root()`.
+/// A debootstrap root unpacked onto a real ext3 filesystem on a loop device, mounted at `guest.root()`.
 /// Field order matters: the disk (and its mount) is dropped before the mountpoint directory.
 pub struct DiskGuest {
     pub disk: loopdev::LoopDisk,
@@ -93,13 +93,13 @@ pub struct DiskGuest {
 }
 
 impl DiskGuest {
-    /// MBR disk: partition 1 ext4 (the root), partition 2 swap.
+    /// MBR disk: partition 1 ext3 (the root, as the old guest's fstab says), partition 2 swap.
     pub fn new(release: &str, variant: &str) -> DiskGuest {
         let mut disk = loopdev::LoopDisk::new(3072, "label: dos\n,2600M,L,*\n,,S\n");
         let root_uuid = "6b1f6f2e-8d7c-4a1e-b0a4-2f6f0f3c9e11".to_string();
         let swap_uuid = "0d4b3a1c-5e6f-4a7b-8c9d-0e1f2a3b4c5d".to_string();
         sh(
-            "mkfs.ext4",
+            "mkfs.ext3",
             &["-q", "-F", "-U", &root_uuid, "-L", "rootfs", &disk.part(1)],
         );
         sh("mkswap", &["-U", &swap_uuid, &disk.part(2)]);
