@@ -10,5 +10,5 @@ cargo clippy --all-targets --quiet -- -D warnings
 # Prepare the cached debootstrap root once, before the tests race for it.
 warm=$(mktemp -d); scripts/mkroot.sh bookworm "$warm/root" vm; rm -rf "$warm"
 # Integration tests share loop devices and mounts: run test binaries one thread each where they ask for it.
-cargo test --all-targets -- --test-threads=2
+cargo test --all-targets --no-fail-fast -- --test-threads=2
 echo "test.sh: finished in $(( $(date +%s) - start ))s"

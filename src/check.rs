@@ -225,8 +225,20 @@ impl PlannedCommand {
     }
 }
 
+/// `apt-get update` before installing from the archive: the guest's package lists may be stale or absent.
+/// Planned by every fix that installs a package; equal commands run once.
+pub fn apt_update() -> PlannedCommand {
+    PlannedCommand::new(
+        Phase::Pre,
+        order::APT_UPDATE,
+        &["apt-get", "update"],
+        "refresh the package lists so the install finds current versions",
+    )
+}
+
 /// Conventional command orders, so plans from different modules sequence correctly.
 pub mod order {
+    pub const APT_UPDATE: u32 = 5;
     pub const INSTALL_PACKAGES: u32 = 10;
     pub const UPDATE_INITRAMFS: u32 = 50;
     pub const GRUB_INSTALL: u32 = 60;

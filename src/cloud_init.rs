@@ -594,7 +594,7 @@ fn check_installed(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
     if deb.is_empty() {
         return Ok(vec![f
             .remediation("apt-get install -y cloud-init (needs the guest's package sources reachable)")
-            .fix(Fix::default().command(PlannedCommand::new(
+            .fix(Fix::default().command(crate::check::apt_update()).command(PlannedCommand::new(
                 Phase::Pre,
                 order::INSTALL_PACKAGES,
                 &["apt-get", "install", "-y", "cloud-init"],

@@ -1712,7 +1712,7 @@ fn check_sshd(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
             )
             .evidence(Evidence::file("/var/lib/dpkg/status", "no installed openssh-server"))
             .remediation("apt-get install -y openssh-server")
-            .fix(Fix::default().command(PlannedCommand::new(
+            .fix(Fix::default().command(crate::check::apt_update()).command(PlannedCommand::new(
                 Phase::Pre,
                 order::INSTALL_PACKAGES,
                 &["apt-get", "install", "-y", "openssh-server"],

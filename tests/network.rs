@@ -55,7 +55,12 @@ fn my_findings(report: &serde_json::Value) -> Vec<String> {
 fn apply_network_plan(g: &Guest) -> Vec<Vec<String>> {
     let root = Root::new(g.root()).unwrap();
     let config = Config::load(&root, None).unwrap();
-    let a = audit::run(&root, &config, &Selection::default());
+    // Only this area's checks: other areas' rewriters of shared files (e.g. /etc/default/grub) are theirs.
+    let only = Selection {
+        only: MY_IDS.iter().map(|s| s.to_string()).collect(),
+        skip: Vec::new(),
+    };
+    let a = audit::run(&root, &config, &only);
     for pf in &a.plan.files {
         if !pf.findings.iter().any(|f| MY_IDS.contains(&f.as_str())) {
             continue;
