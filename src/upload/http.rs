@@ -2,7 +2,7 @@
 //! the bundled web PKI roots plus the system bundle; `OS_CACERT` adds a CA file; `--insecure` turns
 //! verification off. Every request is logged at debug level with secrets redacted.
 
-use super::secret::{redact, Secret, REDACTED};
+use super::secret::{redact, Secret};
 use anyhow::{Context, Result};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
@@ -218,8 +218,12 @@ impl Http {
             r = r.set("X-Auth-Token", t.expose());
         }
         log::debug!(
-            "HTTP {method} {url} (X-Auth-Token: {})",
-            if token.is_some() { REDACTED } else { "none" }
+            "HTTP {method} {url} ({})",
+            if token.is_some() {
+                "with the auth token"
+            } else {
+                "no token"
+            }
         );
         r
     }

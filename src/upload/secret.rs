@@ -75,9 +75,9 @@ fn redact_patterns(text: &str) -> String {
     let res = RES.get_or_init(|| {
         [
             // Header lines: `X-Auth-Token: abc`, `X-Subject-Token=abc`.
-            r#"(?i)(x-(?:auth|subject)-token["']?\s*[:=]\s*["']?)[^\s"',;}]+"#,
+            r#"(?i)(x-(?:auth|subject)-token["']?\s*[:=]\s*["']?)[^\s"',;})]+"#,
             // JSON / YAML / query keys holding a secret.
-            r#"(?i)((?:password|secret|token_id|passcode)["']?\s*[:=]\s*["']?)[^\s"',;}]+"#,
+            r#"(?i)((?:password|secret|token_id|passcode)["']?\s*[:=]\s*["']?)[^\s"',;})]+"#,
         ]
         .iter()
         .map(|r| regex::Regex::new(r).expect("valid regex"))
