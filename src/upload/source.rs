@@ -12,7 +12,6 @@ use sha2::{Digest, Sha512};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
-use std::sync::{Arc, Mutex};
 
 /// What was sent in one successful attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -363,25 +362,15 @@ impl Source {
             Source::Export { opts } => {
                 let opts2 = opts.clone();
                 let mut progress = Progress::new("export+upload", None);
-                let result: Arc<Mutex<Option<(Option<String>, Digests)>>> =
-                    Arc::new(Mutex::new(None));
-                let res2 = result.clone();
-                let (put, exported) = pipe_through(
+                let ((put, digests), exported) = pipe_through(
                     move |w| crate::export::export_stream(&opts2, w),
                     |r| {
                         let mut h = Hashing::new(r, &mut progress);
                         let put = gl.upload(id, None, &mut h);
-                        let err = h.error.take();
-                        *res2.lock().expect("lock") = Some((err, h.digests()));
-                        put
+                        (put, h.digests())
                     },
                 );
                 progress.finish(put.is_ok() && exported.is_ok());
-                let (_, digests) = result
-                    .lock()
-                    .expect("lock")
-                    .take()
-                    .expect("the consumer ran");
                 match exported {
                     Err(e) => Err(AttemptError::Source(e.context("exporting the disk"))),
                     Ok(s) => {
