@@ -463,6 +463,46 @@ fn upload_into_real_keystone_and_glance() {
         "{err}"
     );
 
+    // 4c. --source streams through the bundled export. Whatever the export does, no half-made image may be
+    // left behind: either the image is active with exactly the disk's bytes, or it was deleted.
+    let o = cloudprep(
+        root,
+        &fx.openrc(),
+        &[
+            "--source",
+            raw.to_str().unwrap(),
+            "--name",
+            "t-source",
+            "--consistency",
+            "none",
+        ],
+    );
+    let (out, err) = text(&o);
+    let tok = cloudprep::upload::secret::Secret::new(s.1.clone());
+    let listed: serde_json::Value = serde_json::from_str(
+        &s.0.get(&format!("{}/images?name=t-source", s.2), Some(&tok))
+            .unwrap()
+            .body,
+    )
+    .unwrap();
+    let images = listed["images"].as_array().unwrap();
+    if o.status.code() == Some(0) {
+        let id = image_id(&out);
+        assert_eq!(images.len(), 1, "{listed:#}");
+        assert_eq!(
+            download_sha512(&s, &id),
+            sha512_file(&raw),
+            "export of a raw file is the file"
+        );
+    } else {
+        assert_eq!(o.status.code(), Some(3), "{err}");
+        assert!(
+            err.contains("exporting the disk") && err.contains("the incomplete image was deleted"),
+            "{err}"
+        );
+        assert!(images.is_empty(), "no image left behind: {listed:#}");
+    }
+
     // 5. Throughput against the reference client on the same file.
     let venv = std::env::var("CLOUDPREP_CACHE")
         .unwrap_or_else(|_| "/var/cache/cloudprep-tests".into())

@@ -425,3 +425,92 @@ fn give_up(gl: &Glance, id: Option<&str>, e: anyhow::Error) -> anyhow::Error {
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn st(code: u16, m: &str) -> HttpError {
+        HttpError::Status {
+            code,
+            message: m.into(),
+        }
+    }
+
+    #[test]
+    fn put_failures_are_classified() {
+        let retry = |e| matches!(classify_put(e, "the image is 1 GiB"), Failure::Retry(_));
+        assert!(retry(HttpError::Transport(
+            "connection reset by peer".into()
+        )));
+        assert!(retry(st(503, "")));
+        assert!(retry(st(
+            409,
+            "Image status transition from saving to saving is not allowed"
+        )));
+        for (code, want) in [
+            (413, "too large"),
+            (415, "format"),
+            (400, "rejected the data"),
+            (401, "token"),
+            (403, "not allowed"),
+        ] {
+            match classify_put(st(code, "server says no"), "the image is 1 GiB") {
+                Failure::Fatal(e) => {
+                    let m = e.to_string();
+                    assert!(
+                        m.contains(want) && m.contains("server says no"),
+                        "{code}: {m}"
+                    );
+                    if code == 413 {
+                        assert!(
+                            m.contains("the image is 1 GiB") && m.contains("quota"),
+                            "{m}"
+                        );
+                    }
+                }
+                Failure::Retry(m) => panic!("{code} must not be retried: {m}"),
+            }
+        }
+    }
+
+    fn image(size: u64, md5: &str, sha: &str) -> Image {
+        Image {
+            id: "i".into(),
+            status: "active".into(),
+            size: Some(size),
+            checksum: Some(md5.into()),
+            os_hash_algo: Some("sha512".into()),
+            os_hash_value: Some(sha.into()),
+            raw: serde_json::Value::Null,
+        }
+    }
+
+    #[test]
+    fn hashes_must_match() {
+        let d = source::Digests {
+            bytes: 3,
+            sha512: "aa".into(),
+            md5: "bb".into(),
+        };
+        assert_eq!(
+            verify_hashes(&image(3, "BB", "aa"), &d).unwrap(),
+            ["size", "sha512", "md5"]
+        );
+        assert!(verify_hashes(&image(4, "bb", "aa"), &d)
+            .unwrap_err()
+            .to_string()
+            .contains("4 bytes"));
+        assert!(verify_hashes(&image(3, "bb", "ff"), &d)
+            .unwrap_err()
+            .to_string()
+            .contains("SHA-512"));
+        assert!(verify_hashes(&image(3, "cc", "aa"), &d)
+            .unwrap_err()
+            .to_string()
+            .contains("MD5"));
+        let mut other = image(3, "bb", "zz");
+        other.os_hash_algo = Some("sha256".into());
+        assert_eq!(verify_hashes(&other, &d).unwrap(), ["size", "md5"]);
+    }
+}
