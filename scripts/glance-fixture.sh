@@ -11,14 +11,18 @@
 set -euo pipefail
 CACHE=${CLOUDPREP_CACHE:-/var/cache/cloudprep-tests}
 VENV=${CLOUDPREP_OPENSTACK_VENV:-$CACHE/openstack-venv}
-# Pinned so that CI builds the same venv as the developers (Python 3.11 here).
-PIP_PKGS=(${CLOUDPREP_OPENSTACK_PKGS:-keystone glance python-glanceclient gunicorn})
+HERE=$(cd "$(dirname "$0")" && pwd)
+# Every package pinned (pip freeze of a working venv, Python 3.11) so CI builds the venv the tests were written
+# against: Keystone 30 (2025.2), Glance 33, python-glanceclient 4.13, gunicorn.
+CONSTRAINTS=$HERE/../tests/fixtures/upload/openstack-constraints.txt
+PIP_PKGS=(keystone glance python-glanceclient gunicorn)
 
 log() { echo "glance-fixture: $*" >&2; }
 
 setup() {
-    if [ -x "$VENV/bin/glance-manage" ] && [ -x "$VENV/bin/keystone-manage" ] && [ -x "$VENV/bin/gunicorn" ] \
-        && [ -x "$VENV/bin/glance" ] && [ -f "$VENV/.complete" ]; then
+    # Rebuilt when the pins change.
+    local want; want=$(sha256sum < "$CONSTRAINTS" | cut -c1-16)
+    if [ -f "$VENV/.complete" ] && [ "$(cat "$VENV/.complete")" = "$want" ] && [ -x "$VENV/bin/gunicorn" ]; then
         return 0
     fi
     local start=$SECONDS
@@ -28,9 +32,9 @@ setup() {
     rm -rf "$tmp"
     python3 -m venv "$tmp"
     "$tmp/bin/pip" install --quiet --upgrade pip setuptools wheel
-    "$tmp/bin/pip" install --quiet "${PIP_PKGS[@]}"
+    "$tmp/bin/pip" install --quiet -c "$CONSTRAINTS" "${PIP_PKGS[@]}"
     "$tmp/bin/pip" freeze > "$tmp/requirements.lock"
-    touch "$tmp/.complete"
+    echo "$want" > "$tmp/.complete"
     rm -rf "$VENV"
     mv "$tmp" "$VENV"
     # venv scripts carry the absolute interpreter path of the build directory: fix them up.
