@@ -47,8 +47,8 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 wait_http() { # URL SECONDS LOGFILE
     local i
     for ((i = 0; i < $2 * 5; i++)); do
-        if python3 -c 'import sys, urllib.request
-try: urllib.request.urlopen(sys.argv[1], timeout=2)
+        if python3 -c 'import ssl, sys, urllib.request
+try: urllib.request.urlopen(sys.argv[1], timeout=2, context=ssl._create_unverified_context())
 except urllib.error.HTTPError: pass
 ' "$1" 2>/dev/null; then return 0; fi
         sleep 0.2
@@ -114,8 +114,22 @@ CONF
         --error-logfile "$dir/keystone-gunicorn.log" --capture-output --chdir "$dir" \
         keystone_wsgi:application
     wait_http "http://127.0.0.1:$kport/v3" 60 "$dir/keystone-gunicorn.log"
+    # The same Keystone (same database and keys) over TLS, with a throw-away CA, for the certificate checks.
+    local ktls; ktls=$(free_port)
+    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=cloudprep test CA" \
+        -keyout "$dir/ca.key" -out "$dir/ca.pem" \
+        -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout "$dir/tls.key" -out "$dir/tls.csr" 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' > "$dir/tls.ext"
+    openssl x509 -req -in "$dir/tls.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" -CAcreateserial -days 2 \
+        -extfile "$dir/tls.ext" -out "$dir/tls.pem" 2>/dev/null
+    OS_KEYSTONE_CONFIG_DIR="$dir/keystone" "$VENV/bin/gunicorn" --daemon --pid "$dir/keystone-tls.pid" \
+        --bind "127.0.0.1:$ktls" --workers 1 --threads 2 --pythonpath "$dir/keystone" \
+        --certfile "$dir/tls.pem" --keyfile "$dir/tls.key" \
+        --error-logfile "$dir/keystone-tls-gunicorn.log" --capture-output --chdir "$dir" \
+        keystone_wsgi:application
     # Service user, project, member user, image service endpoints, an application credential.
-    KPORT=$kport GPORT=$gport ADMIN_PW=$admin_pw MEMBER_PW=$member_pw GLANCE_PW=$glance_pw \
+    KPORT=$kport KTLS=$ktls GPORT=$gport ADMIN_PW=$admin_pw MEMBER_PW=$member_pw GLANCE_PW=$glance_pw \
         "$VENV/bin/python" - "$dir/env" <<'PY'
 import json, os, sys, urllib.request
 K = "http://127.0.0.1:%s/v3" % os.environ["KPORT"]
@@ -157,9 +171,11 @@ with open(sys.argv[1], "w") as f:
                  "GLANCE_PASSWORD": os.environ["GLANCE_PW"], "MEMBER_USER_ID": member_u,
                  "DEMO_PROJECT_ID": demo_p, "APP_CRED_ID": ac["id"], "APP_CRED_SECRET": ac["secret"],
                  "AUTH_URL": "http://127.0.0.1:%s/v3" % os.environ["KPORT"],
-                 "GLANCE_URL": "http://127.0.0.1:%s" % os.environ["GPORT"]}.items():
+                 "GLANCE_URL": "http://127.0.0.1:%s" % os.environ["GPORT"],
+                 "AUTH_URL_TLS": "https://127.0.0.1:%s/v3" % os.environ["KTLS"]}.items():
         f.write("%s=%s\n" % (k, v))
 PY
+    wait_http "https://127.0.0.1:$ktls/v3" 60 "$dir/keystone-tls-gunicorn.log"
     cat > "$dir/glance/glance-api.conf" <<CONF
 [DEFAULT]
 log_file = $dir/glance.log
@@ -193,6 +209,7 @@ CONF
     "$VENV/bin/glance-manage" --config-file "$dir/glance/glance-api.conf" db_sync >"$dir/glance-manage.log" 2>&1 \
         || { tail -n 20 "$dir/glance-manage.log" >&2; return 1; }
     start_glance "$dir"
+    echo "CA_FILE=$dir/ca.pem" >> "$dir/env"
     echo "FIXTURE_SETUP_SECONDS=$setup_s" >> "$dir/env"
     echo "FIXTURE_START_SECONDS=$((SECONDS - t0 - setup_s))" >> "$dir/env"
     log "Keystone on 127.0.0.1:$kport, Glance on 127.0.0.1:$gport (venv ${setup_s}s, start $((SECONDS - t0 - setup_s))s)"
@@ -222,6 +239,7 @@ stop() {
     local dir=$1
     stop_one "$dir/glance.pid"
     stop_one "$dir/keystone.pid"
+    stop_one "$dir/keystone-tls.pid"
 }
 
 case "${1:-}" in

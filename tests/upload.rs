@@ -463,7 +463,40 @@ fn upload_into_real_keystone_and_glance() {
         "{err}"
     );
 
-    // 4c. --source streams through the bundled export. Whatever the export does, no half-made image may be
+    // 4c. TLS: Keystone over https with a private CA. Unknown CA → refused; OS_CACERT → accepted;
+    // OS_INSECURE → accepted with a warning. (Only authentication is over TLS: Glance stays http here, so the
+    // region check makes each run stop right after the catalog lookup.)
+    let mut tls = fx.openrc();
+    tls.iter_mut().find(|(k, _)| k == "OS_AUTH_URL").unwrap().1 = fx.var("AUTH_URL_TLS");
+    tls.iter_mut()
+        .find(|(k, _)| k == "OS_REGION_NAME")
+        .unwrap()
+        .1 = "Nowhere".into();
+    let o = cloudprep(root, &tls, &["--file", raw.to_str().unwrap()]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("cannot reach Keystone") && err.to_lowercase().contains("certificate"),
+        "{err}"
+    );
+    let mut with_ca = tls.clone();
+    with_ca.push(("OS_CACERT".into(), fx.var("CA_FILE")));
+    let o = cloudprep(root, &with_ca, &["--file", raw.to_str().unwrap()]);
+    let (_, err) = text(&o);
+    assert!(
+        err.contains("no image endpoint"),
+        "authenticated through TLS with OS_CACERT:\n{err}"
+    );
+    let mut insecure = tls.clone();
+    insecure.push(("OS_INSECURE".into(), "true".into()));
+    let o = cloudprep(root, &insecure, &["--file", raw.to_str().unwrap()]);
+    let (_, err) = text(&o);
+    assert!(
+        err.contains("verification is OFF") && err.contains("no image endpoint"),
+        "{err}"
+    );
+
+    // 4d. --source streams through the bundled export. Whatever the export does, no half-made image may be
     // left behind: either the image is active with exactly the disk's bytes, or it was deleted.
     let o = cloudprep(
         root,

@@ -269,7 +269,7 @@ impl Http {
                 Err(HttpError::Status { code, message })
             }
             Err(ureq::Error::Transport(t)) => {
-                let m = redact(&format!("{method} {url}: {t}"));
+                let m = redact(&format!("{method} {t}"));
                 log::debug!("HTTP transport error: {m}");
                 Err(HttpError::Transport(m))
             }
