@@ -167,8 +167,12 @@ pub fn error_text(body: &str) -> String {
         }
     }
     if text.is_empty() {
+        text = body.to_string();
+    }
+    {
+        let src = std::mem::take(&mut text);
         let mut in_tag = false;
-        for ch in body.chars() {
+        for ch in src.chars() {
             match ch {
                 '<' => in_tag = true,
                 '>' if in_tag => {
@@ -340,6 +344,7 @@ mod tests {
         let long = "x".repeat(1000);
         assert!(error_text(&long).chars().count() <= 401);
         assert!(!error_text("X-Auth-Token: abcdefgh").contains("abcdefgh"));
+        assert_eq!(error_text(r#"{"message": "erred.<br /><br />"}"#), "erred.");
     }
 
     #[test]

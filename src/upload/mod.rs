@@ -415,7 +415,26 @@ fn give_up(gl: &Glance, id: Option<&str>, e: anyhow::Error) -> anyhow::Error {
     let Some(id) = id else {
         return e;
     };
-    match gl.delete(id) {
+    // Glance may still be busy with the aborted upload (it answers 409/500 for a moment): try a few times.
+    let mut deleted = gl.delete(id);
+    for wait in [1, 2, 4, 8] {
+        match &deleted {
+            Err(HttpError::Status { code, .. }) if *code == 409 || *code >= 500 => {}
+            Err(HttpError::Transport(_)) if wait <= 2 => {}
+            _ => break,
+        }
+        log::warn!(
+            "deleting image {id}: {}; trying again in {wait} s",
+            deleted
+                .as_ref()
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_secs(wait));
+        deleted = gl.delete(id);
+    }
+    match deleted {
         Ok(_) | Err(HttpError::Status { code: 404, .. }) => e.context(format!(
             "upload into image {id} failed; the incomplete image was deleted"
         )),
