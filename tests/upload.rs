@@ -559,7 +559,7 @@ fn upload_into_real_keystone_and_glance() {
     let glance_secs = t.elapsed().as_secs_f64();
     assert!(g.status.success(), "{}", String::from_utf8_lossy(&g.stderr));
     eprintln!(
-        "figures: 64 MiB raw over loopback: cloudprep upload {cloudprep_secs:.1} s ({:.1} MiB/s, debug build, \
+        "figures: 64 MiB raw over loopback: cloudprep upload {cloudprep_secs:.1} s ({:.1} MiB/s, dev build, \
          incl. auth, create, verify), glance image-create {glance_secs:.1} s ({:.1} MiB/s)",
         64.0 / cloudprep_secs,
         64.0 / glance_secs
