@@ -11,13 +11,16 @@ struct Logger {
 
 impl Log for Logger {
     fn enabled(&self, m: &Metadata) -> bool {
-        m.level() <= LevelFilter::Debug
+        // Debug output of dependencies (the HTTP client's wire dumps carry auth headers) stays off.
+        m.level() <= LevelFilter::Info
+            || (m.level() <= LevelFilter::Debug && m.target().starts_with("cloudprep"))
     }
     fn log(&self, r: &Record) {
         if !self.enabled(r.metadata()) {
             return;
         }
-        let msg = format!("{}", r.args());
+        // Whatever logs it, a registered secret (password, token) never reaches syslog or stderr.
+        let msg = crate::upload::secret::redact(&format!("{}", r.args()));
         let mut to_stderr = r.level() <= self.stderr_level;
         if r.level() <= Level::Info {
             match &self.syslog {
