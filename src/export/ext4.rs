@@ -12,8 +12,20 @@ const INCOMPAT_JOURNAL_DEV: u32 = 0x8;
 const INCOMPAT_META_BG: u32 = 0x10;
 const INCOMPAT_64BIT: u32 = 0x80;
 /// Every incompat feature whose presence does not change what a block bitmap means.
-const INCOMPAT_KNOWN: u32 = 0x2 | 0x4 | 0x10 | 0x40 | 0x80 | 0x100 | 0x200 | 0x400 | 0x1000 | 0x2000
-    | 0x4000 | 0x8000 | 0x10000 | 0x20000;
+const INCOMPAT_KNOWN: u32 = 0x2
+    | 0x4
+    | 0x10
+    | 0x40
+    | 0x80
+    | 0x100
+    | 0x200
+    | 0x400
+    | 0x1000
+    | 0x2000
+    | 0x4000
+    | 0x8000
+    | 0x10000
+    | 0x20000;
 const RO_COMPAT_SPARSE_SUPER: u32 = 0x1;
 const RO_COMPAT_BIGALLOC: u32 = 0x200;
 const COMPAT_SPARSE_SUPER2: u32 = 0x200;
@@ -189,7 +201,12 @@ impl Ext4Map {
                 }
             }
         }
-        Ok(Ext4Map { sb, base, bitmaps, cached: None })
+        Ok(Ext4Map {
+            sb,
+            base,
+            bitmaps,
+            cached: None,
+        })
     }
 
     /// Byte ranges (disk offsets) within `[start, end)` that are free blocks of this filesystem.
@@ -266,7 +283,10 @@ mod tests {
         sb[0x4] = 100;
         sb[0x20] = 8;
         sb[0x60] = 0x4;
-        assert!(parse_super(&sb).unwrap_err().to_string().contains("recovery"));
+        assert!(parse_super(&sb)
+            .unwrap_err()
+            .to_string()
+            .contains("recovery"));
         sb[0x60] = 0;
         sb[0x63] = 0x80; // 0x80000000 unknown
         assert!(parse_super(&sb).is_err());
@@ -279,8 +299,14 @@ mod tests {
     fn real_mkfs_free_ranges() {
         let dir = tempfile::tempdir().unwrap();
         let img = dir.path().join("fs.img");
-        std::fs::File::create(&img).unwrap().set_len(64 << 20).unwrap();
-        for (opts, bs) in [(vec!["-t", "ext4", "-b", "4096"], 4096u64), (vec!["-t", "ext2", "-b", "1024"], 1024)] {
+        std::fs::File::create(&img)
+            .unwrap()
+            .set_len(64 << 20)
+            .unwrap();
+        for (opts, bs) in [
+            (vec!["-t", "ext4", "-b", "4096"], 4096u64),
+            (vec!["-t", "ext2", "-b", "1024"], 1024),
+        ] {
             let st = std::process::Command::new("mke2fs")
                 .args(["-q", "-F"])
                 .args(&opts)

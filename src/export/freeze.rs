@@ -53,20 +53,34 @@ fn abort(reason: &str) {
 pub fn restore() {
     let (frozen, remounted) = {
         let mut s = state();
-        (std::mem::take(&mut s.frozen), std::mem::take(&mut s.remounted))
+        (
+            std::mem::take(&mut s.frozen),
+            std::mem::take(&mut s.remounted),
+        )
     };
     for (mp, fd) in frozen.into_iter().rev() {
         let r = unsafe { libc::ioctl(fd.as_raw_fd(), FITHAW as _, 0) };
         if r != 0 {
-            eprintln!("cloudprep: FITHAW {}: {}", mp.display(), std::io::Error::last_os_error());
+            eprintln!(
+                "cloudprep: FITHAW {}: {}",
+                mp.display(),
+                std::io::Error::last_os_error()
+            );
         } else {
             log::info!("thawed {}", mp.display());
         }
     }
     for mp in remounted.into_iter().rev() {
-        let ok = Command::new("mount").args(["-o", "remount,rw"]).arg(&mp).status().is_ok_and(|s| s.success());
+        let ok = Command::new("mount")
+            .args(["-o", "remount,rw"])
+            .arg(&mp)
+            .status()
+            .is_ok_and(|s| s.success());
         if !ok {
-            eprintln!("cloudprep: could not remount {} read-write again", mp.display());
+            eprintln!(
+                "cloudprep: could not remount {} read-write again",
+                mp.display()
+            );
         }
     }
 }
@@ -94,7 +108,9 @@ pub fn install_handlers() {
         if set.thread_block().is_ok() {
             std::thread::spawn(move || {
                 if let Ok(sig) = set.wait() {
-                    eprintln!("\ncloudprep: {sig:?}: thawing filesystems and removing the partial output");
+                    eprintln!(
+                        "\ncloudprep: {sig:?}: thawing filesystems and removing the partial output"
+                    );
                     cleanup_all();
                     std::process::exit(128 + sig as i32);
                 }
@@ -121,7 +137,11 @@ impl Drop for Guard {
 }
 
 fn remount_ro(mp: &PathBuf) -> Result<()> {
-    let out = Command::new("mount").args(["-o", "remount,ro"]).arg(mp).output().context("running mount")?;
+    let out = Command::new("mount")
+        .args(["-o", "remount,ro"])
+        .arg(mp)
+        .output()
+        .context("running mount")?;
     if !out.status.success() {
         bail!(
             "could not remount {} read-only: {}",
@@ -154,7 +174,6 @@ pub fn hold(mounts: &[Mount], freeze: bool, timeout: Duration) -> Result<Guard> 
         if freeze {
             let r = unsafe { libc::ioctl(f.as_raw_fd(), FIFREEZE as _, 0) };
             if r == 0 {
-                log::info!("froze {}", mp.display());
                 eprintln!("cloudprep: froze {}", mp.display());
                 state().frozen.push((mp, f.into()));
                 continue;
@@ -163,7 +182,10 @@ pub fn hold(mounts: &[Mount], freeze: bool, timeout: Duration) -> Result<Guard> 
             if e.raw_os_error() != Some(libc::EOPNOTSUPP) {
                 return Err(e).with_context(|| format!("FIFREEZE {}", mp.display()));
             }
-            eprintln!("cloudprep: {} cannot be frozen: remounting it read-only for the copy", mp.display());
+            eprintln!(
+                "cloudprep: {} cannot be frozen: remounting it read-only for the copy",
+                mp.display()
+            );
         }
         remount_ro(&mp)?;
         eprintln!("cloudprep: remounted {} read-only", mp.display());

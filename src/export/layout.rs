@@ -34,7 +34,13 @@ pub struct Layout {
 impl Layout {
     /// Everything copied (no partition knowledge): `--no-fs-skip`.
     pub fn plain(size: u64) -> Layout {
-        Layout { size, table: Table::None, regions: Vec::new(), notes: Vec::new(), cursor: 0 }
+        Layout {
+            size,
+            table: Table::None,
+            regions: Vec::new(),
+            notes: Vec::new(),
+            cursor: 0,
+        }
     }
 
     /// Inspect the disk: partition table, then each partition's content.
@@ -48,7 +54,9 @@ impl Layout {
             Ok(t) => t,
             Err(e) => {
                 let mut l = Layout::plain(size);
-                l.notes.push(format!("partition table not understood ({e:#}): copying every byte"));
+                l.notes.push(format!(
+                    "partition table not understood ({e:#}): copying every byte"
+                ));
                 return Ok(l);
             }
         };
@@ -57,13 +65,24 @@ impl Layout {
         parts.sort_by_key(|p| p.start);
         // A whole-disk filesystem without a partition table is inspected like one partition.
         if parts.is_empty() {
-            parts.push(partition::Partition { number: 0, start: 0, len: size, ptype: "disk".into() });
+            parts.push(partition::Partition {
+                number: 0,
+                start: 0,
+                len: size,
+                ptype: "disk".into(),
+            });
         }
         let mut last_end = 0u64;
         for p in &parts {
-            let name = if p.number == 0 { "disk".to_string() } else { format!("partition {}", p.number) };
+            let name = if p.number == 0 {
+                "disk".to_string()
+            } else {
+                format!("partition {}", p.number)
+            };
             if p.start < last_end || p.start + p.len > size || p.len < 8192 {
-                l.notes.push(format!("{name}: overlaps another or lies past the end of the disk: copied"));
+                l.notes.push(format!(
+                    "{name}: overlaps another or lies past the end of the disk: copied"
+                ));
                 continue;
             }
             if matches!(p.ptype.as_str(), "05" | "0f" | "85") {
@@ -74,8 +93,14 @@ impl Layout {
             let mut sb = vec![0u8; 1024];
             dev.read_exact_at(&mut sb, p.start + 1024)?;
             if swap::is_swap(&head) {
-                l.regions.push(Region { start: p.start, end: p.start + p.len, kind: Kind::Swap });
-                l.notes.push(format!("{name}: swap, header page kept, the rest exported as zeros"));
+                l.regions.push(Region {
+                    start: p.start,
+                    end: p.start + p.len,
+                    kind: Kind::Swap,
+                });
+                l.notes.push(format!(
+                    "{name}: swap, header page kept, the rest exported as zeros"
+                ));
                 last_end = p.start + p.len;
             } else if ext4::is_ext(&sb) {
                 match Ext4Map::open(dev, p.start, p.len) {
@@ -86,13 +111,20 @@ impl Layout {
                             m.sb.blocks_per_group,
                             m.sb.block_size
                         ));
-                        l.regions.push(Region { start: p.start, end: p.start + p.len, kind: Kind::Ext4(Box::new(m)) });
+                        l.regions.push(Region {
+                            start: p.start,
+                            end: p.start + p.len,
+                            kind: Kind::Ext4(Box::new(m)),
+                        });
                         last_end = p.start + p.len;
                     }
-                    Err(e) => l.notes.push(format!("{name}: ext2/3/4 copied whole: {e:#}")),
+                    Err(e) => l
+                        .notes
+                        .push(format!("{name}: ext2/3/4 copied whole: {e:#}")),
                 }
             } else {
-                l.notes.push(format!("{name} (type {}): read and zero-detected", p.ptype));
+                l.notes
+                    .push(format!("{name} (type {}): read and zero-detected", p.ptype));
             }
         }
         l.table = table;

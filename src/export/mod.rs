@@ -83,12 +83,19 @@ impl ExportSummary {
 
 fn threads(t: Option<usize>) -> usize {
     t.filter(|&n| n > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        })
         .min(64)
 }
 
 fn freeze_timeout() -> Duration {
-    let s = std::env::var("CLOUDPREP_FREEZE_TIMEOUT").ok().and_then(|v| v.parse().ok()).unwrap_or(3600);
+    let s = std::env::var("CLOUDPREP_FREEZE_TIMEOUT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3600);
     Duration::from_secs(s)
 }
 
@@ -101,7 +108,11 @@ fn prepare(
     let src = source::open(spec, root)?;
     let mounted = src.mounted()?;
     let rw: Vec<&source::Mount> = mounted.iter().filter(|m| m.read_write).collect();
-    let names = rw.iter().map(|m| m.mount_point.display().to_string()).collect::<Vec<_>>().join(", ");
+    let names = rw
+        .iter()
+        .map(|m| m.mount_point.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
     let (guard, label) = match consistency {
         _ if rw.is_empty() => (None, "source not mounted read-write".to_string()),
         None => bail!(
@@ -124,10 +135,13 @@ fn prepare(
 }
 
 fn layout_for(src: &source::Source, fs_skip: bool) -> Result<layout::Layout> {
-    let l = if fs_skip { layout::Layout::inspect(&src.file, src.size)? } else { layout::Layout::plain(src.size) };
+    let l = if fs_skip {
+        layout::Layout::inspect(&src.file, src.size)?
+    } else {
+        layout::Layout::plain(src.size)
+    };
     for n in &l.notes {
         log::info!("{n}");
-        eprintln!("cloudprep: {n}");
     }
     Ok(l)
 }
@@ -138,7 +152,11 @@ pub fn export_stream(opts: &StreamOptions, out: &mut dyn Write) -> Result<Export
     export_stream_root(opts, Path::new("/"), out)
 }
 
-fn export_stream_root(opts: &StreamOptions, root: &Path, out: &mut dyn Write) -> Result<ExportSummary> {
+fn export_stream_root(
+    opts: &StreamOptions,
+    root: &Path,
+    out: &mut dyn Write,
+) -> Result<ExportSummary> {
     if opts.format == ImageFormat::Qcow2 && opts.compress != Compression::None {
         bail!("compressed qcow2 cannot be streamed (its layout depends on the compressed sizes): write to a file, or stream raw/uncompressed qcow2");
     }
@@ -153,17 +171,46 @@ fn export_stream_root(opts: &StreamOptions, root: &Path, out: &mut dyn Write) ->
     let totals = match opts.format {
         ImageFormat::Raw => {
             let mut sink = raw::RawStream::new(out);
-            let t = pipeline::run(&src.file, &mut layout, src.size, Compression::None, n, &mut sink, &mut prog, true)?;
+            let t = pipeline::run(
+                &src.file,
+                &mut layout,
+                src.size,
+                Compression::None,
+                n,
+                &mut sink,
+                &mut prog,
+                true,
+            )?;
             (t, sink.written())
         }
         ImageFormat::Qcow2 => {
             eprintln!("cloudprep: qcow2 stream: allocation pass");
-            let mut map = qcow2::MapSink { map: qcow2::AllocMap::new(src.size) };
+            let mut map = qcow2::MapSink {
+                map: qcow2::AllocMap::new(src.size),
+            };
             let mut quiet = progress::Progress::new(src.size, true);
-            pipeline::run(&src.file, &mut layout, src.size, Compression::None, n, &mut map, &mut quiet, false)?;
+            pipeline::run(
+                &src.file,
+                &mut layout,
+                src.size,
+                Compression::None,
+                n,
+                &mut map,
+                &mut quiet,
+                false,
+            )?;
             let mut layout = layout_for(&src, opts.fs_skip)?;
             let mut sink = qcow2::Qcow2Stream::new(out, src.size, map.map)?;
-            let t = pipeline::run(&src.file, &mut layout, src.size, Compression::None, n, &mut sink, &mut prog, true)?;
+            let t = pipeline::run(
+                &src.file,
+                &mut layout,
+                src.size,
+                Compression::None,
+                n,
+                &mut sink,
+                &mut prog,
+                true,
+            )?;
             (t, sink.written())
         }
     };
@@ -222,7 +269,11 @@ pub fn cmd_export(g: &Global, a: &ExportArgs) -> Result<i32> {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let fname = out.file_name().context("the output needs a file name")?.to_string_lossy().into_owned();
+    let fname = out
+        .file_name()
+        .context("the output needs a file name")?
+        .to_string_lossy()
+        .into_owned();
     // Checks that need only the source path, before freezing anything.
     {
         let src = source::open(&opts.source, &g.root)?;
@@ -244,14 +295,32 @@ pub fn cmd_export(g: &Global, a: &ExportArgs) -> Result<i32> {
     let (t, file, written) = match a.format {
         ImageFormat::Raw => {
             let mut sink = raw::RawFile::new(file, src.size);
-            let t = pipeline::run(&src.file, &mut layout, src.size, Compression::None, n, &mut sink, &mut prog, true)?;
+            let t = pipeline::run(
+                &src.file,
+                &mut layout,
+                src.size,
+                Compression::None,
+                n,
+                &mut sink,
+                &mut prog,
+                true,
+            )?;
             let w = pipeline::Sink::written(&sink);
             (t, sink.file, w)
         }
         ImageFormat::Qcow2 => {
             let f2 = file.try_clone()?;
             let mut sink = qcow2::Qcow2File::new(file, src.size, a.compress)?;
-            let t = pipeline::run(&src.file, &mut layout, src.size, a.compress, n, &mut sink, &mut prog, true)?;
+            let t = pipeline::run(
+                &src.file,
+                &mut layout,
+                src.size,
+                a.compress,
+                n,
+                &mut sink,
+                &mut prog,
+                true,
+            )?;
             let w = pipeline::Sink::written(&sink);
             (t, f2, w)
         }
@@ -286,6 +355,7 @@ pub fn cmd_export(g: &Global, a: &ExportArgs) -> Result<i32> {
     std::fs::rename(&tmp_path, &out).with_context(|| format!("renaming to {}", out.display()))?;
     tmp.0 = None;
     freeze::set_temp(None);
+    println!("source         {}", src.path.display());
     print!("{}", summary.render());
     println!("output         {}", out.display());
     Ok(crate::cli::EXIT_OK)

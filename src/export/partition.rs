@@ -92,7 +92,9 @@ pub fn parse(disk_size: u64, read: &mut dyn FnMut(u64, usize) -> Result<Vec<u8>>
             let mut number = 5;
             for _ in 0..256 {
                 if ebr * SECTOR + SECTOR > disk_size {
-                    bail!("extended partition chain points past the end of the disk (sector {ebr})");
+                    bail!(
+                        "extended partition chain points past the end of the disk (sector {ebr})"
+                    );
                 }
                 let s = read(ebr * SECTOR, SECTOR as usize)?;
                 if s[510] != 0x55 || s[511] != 0xaa {
@@ -196,8 +198,14 @@ mod tests {
         assert_eq!(p.len(), 4, "{p:?}");
         assert_eq!(p[0].start, 63 * 512);
         assert_eq!(p[1].ptype, "05");
-        assert_eq!((p[2].number, p[2].start, p[2].ptype.as_str()), (5, (4096 + 63) * 512, "82"));
-        assert_eq!((p[3].number, p[3].start, p[3].len), (6, (14096 + 2048) * 512, 4000 * 512));
+        assert_eq!(
+            (p[2].number, p[2].start, p[2].ptype.as_str()),
+            (5, (4096 + 63) * 512, "82")
+        );
+        assert_eq!(
+            (p[3].number, p[3].start, p[3].len),
+            (6, (14096 + 2048) * 512, 4000 * 512)
+        );
     }
 
     #[test]
@@ -226,7 +234,10 @@ mod tests {
         match &t {
             Table::Gpt(p) => {
                 assert_eq!(p.len(), 1);
-                assert_eq!((p[0].number, p[0].start, p[0].len), (2, 2048 * 512, 2048 * 512));
+                assert_eq!(
+                    (p[0].number, p[0].start, p[0].len),
+                    (2, 2048 * 512, 2048 * 512)
+                );
                 assert!(p[0].ptype.starts_with("000000af-"));
             }
             _ => panic!("{t:?}"),

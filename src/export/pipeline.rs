@@ -77,8 +77,9 @@ impl Compressor {
         Ok(Compressor {
             kind,
             // QEMU inflates with window bits -12: raw deflate, 4 KiB window.
-            zlib: (kind == Compression::Zlib)
-                .then(|| flate2::Compress::new_with_window_bits(flate2::Compression::default(), false, 12)),
+            zlib: (kind == Compression::Zlib).then(|| {
+                flate2::Compress::new_with_window_bits(flate2::Compression::default(), false, 12)
+            }),
             zstd: match kind {
                 Compression::Zstd => Some(zstd::bulk::Compressor::new(3)?),
                 _ => None,
@@ -95,14 +96,21 @@ impl Compressor {
             Compression::Zlib => {
                 let z = self.zlib.as_mut().unwrap();
                 z.reset();
-                let st = z.compress(src, &mut self.buf[..limit], flate2::FlushCompress::Finish).ok()?;
+                let st = z
+                    .compress(src, &mut self.buf[..limit], flate2::FlushCompress::Finish)
+                    .ok()?;
                 if st != flate2::Status::StreamEnd {
                     return None;
                 }
                 Some(self.buf[..z.total_out() as usize].to_vec())
             }
             Compression::Zstd => {
-                let n = self.zstd.as_mut().unwrap().compress_to_buffer(src, &mut self.buf[..limit]).ok()?;
+                let n = self
+                    .zstd
+                    .as_mut()
+                    .unwrap()
+                    .compress_to_buffer(src, &mut self.buf[..limit])
+                    .ok()?;
                 Some(self.buf[..n].to_vec())
             }
         }
@@ -144,7 +152,12 @@ fn encode(c: Arc<Chunk>, comp: &mut Compressor) -> Encoded {
             }
         }
     }
-    Encoded { chunk: c, zero4k, clusters, zero_bytes }
+    Encoded {
+        chunk: c,
+        zero4k,
+        clusters,
+        zero_bytes,
+    }
 }
 
 /// Read one chunk: free ranges are zero-filled without reading, everything else read in the largest
@@ -168,7 +181,10 @@ fn read_chunk(
     let mut freeb = 0u64;
     let do_read = |from: u64, to: u64, data: &mut [u8]| -> Result<u64> {
         if from < to {
-            dev.read_exact_at(&mut data[(from - offset) as usize..(to - offset) as usize], from)?;
+            dev.read_exact_at(
+                &mut data[(from - offset) as usize..(to - offset) as usize],
+                from,
+            )?;
         }
         Ok(to.saturating_sub(from))
     };
@@ -185,7 +201,15 @@ fn read_chunk(
         pos = e;
     }
     read += do_read(pos, end, &mut data)?;
-    Ok(Chunk { seq, offset, len, data, read, free: freeb, free_mask })
+    Ok(Chunk {
+        seq,
+        offset,
+        len,
+        data,
+        read,
+        free: freeb,
+        free_mask,
+    })
 }
 
 /// Run the whole copy of `dev` (guest size `size`) into `sink`.
@@ -276,7 +300,10 @@ pub fn run(
                 break;
             }
             if freeze::aborted() {
-                rerr = Err(anyhow::anyhow!("export aborted: {}", freeze::abort_reason()));
+                rerr = Err(anyhow::anyhow!(
+                    "export aborted: {}",
+                    freeze::abort_reason()
+                ));
                 break;
             }
             let c = match read_chunk(dev, layout, seq, offset, size, &mut free) {
@@ -301,15 +328,25 @@ pub fn run(
         drop(work_tx);
         drop(hash_tx);
         for w in workers {
-            w.join().map_err(|_| anyhow::anyhow!("a compression worker panicked"))??;
+            w.join()
+                .map_err(|_| anyhow::anyhow!("a compression worker panicked"))??;
         }
-        let sha = hasher.join().map_err(|_| anyhow::anyhow!("the hasher panicked"))?;
-        let (zero, done) = writer.join().map_err(|_| anyhow::anyhow!("the writer panicked"))??;
+        let sha = hasher
+            .join()
+            .map_err(|_| anyhow::anyhow!("the hasher panicked"))?;
+        let (zero, done) = writer
+            .join()
+            .map_err(|_| anyhow::anyhow!("the writer panicked"))??;
         rerr?;
         if done != size {
             bail!("copied {done} of {size} bytes");
         }
-        totals = Totals { read, free: freeb, zero, sha256: if hash { sha } else { String::new() } };
+        totals = Totals {
+            read,
+            free: freeb,
+            zero,
+            sha256: if hash { sha } else { String::new() },
+        };
         Ok(())
     });
     result.context("copying the disk")?;

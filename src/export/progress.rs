@@ -34,7 +34,13 @@ fn hms(s: f64) -> String {
 impl Progress {
     pub fn new(total: u64, quiet: bool) -> Progress {
         let now = Instant::now();
-        Progress { total, start: now, last: now, tty: std::io::stderr().is_terminal(), quiet }
+        Progress {
+            total,
+            start: now,
+            last: now,
+            tty: std::io::stderr().is_terminal(),
+            quiet,
+        }
     }
 
     pub fn elapsed(&self) -> f64 {
@@ -45,15 +51,27 @@ impl Progress {
         if self.quiet {
             return;
         }
-        let every = if self.tty { Duration::from_millis(200) } else { Duration::from_secs(5) };
+        let every = if self.tty {
+            Duration::from_millis(200)
+        } else {
+            Duration::from_secs(5)
+        };
         if self.last.elapsed() < every {
             return;
         }
         self.last = Instant::now();
         let t = self.elapsed().max(0.001);
         let rate = done as f64 / t;
-        let eta = if rate > 0.0 { (self.total - done.min(self.total)) as f64 / rate } else { 0.0 };
-        let pct = if self.total > 0 { done as f64 * 100.0 / self.total as f64 } else { 100.0 };
+        let eta = if rate > 0.0 {
+            (self.total - done.min(self.total)) as f64 / rate
+        } else {
+            0.0
+        };
+        let pct = if self.total > 0 {
+            done as f64 * 100.0 / self.total as f64
+        } else {
+            100.0
+        };
         if self.tty {
             let w = 30usize;
             let filled = ((pct / 100.0) * w as f64) as usize;

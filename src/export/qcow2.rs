@@ -39,7 +39,13 @@ fn clusters_for(bytes: u64) -> u64 {
     bytes.div_ceil(C).max(1)
 }
 
-pub fn header(vsize: u64, l1_off: u64, rt_off: u64, rt_clusters: u64, comp: Compression) -> Vec<u8> {
+pub fn header(
+    vsize: u64,
+    l1_off: u64,
+    rt_off: u64,
+    rt_clusters: u64,
+    comp: Compression,
+) -> Vec<u8> {
     let mut h = vec![0u8; CLUSTER];
     h[0..4].copy_from_slice(b"QFI\xfb");
     h[4..8].copy_from_slice(&3u32.to_be_bytes());
@@ -49,12 +55,16 @@ pub fn header(vsize: u64, l1_off: u64, rt_off: u64, rt_clusters: u64, comp: Comp
     h[40..48].copy_from_slice(&l1_off.to_be_bytes());
     h[48..56].copy_from_slice(&rt_off.to_be_bytes());
     h[56..60].copy_from_slice(&(rt_clusters as u32).to_be_bytes());
-    let incompat = if comp == Compression::Zstd { INCOMPAT_COMPRESSION_TYPE } else { 0 };
+    let incompat = if comp == Compression::Zstd {
+        INCOMPAT_COMPRESSION_TYPE
+    } else {
+        0
+    };
     h[72..80].copy_from_slice(&incompat.to_be_bytes());
     h[96..100].copy_from_slice(&4u32.to_be_bytes()); // refcount_order
     h[100..104].copy_from_slice(&112u32.to_be_bytes()); // header_length
     h[104] = u8::from(comp == Compression::Zstd); // compression_type: 0 zlib, 1 zstd
-    // Header extensions follow at 112: the zero bytes there are the end-of-extensions marker.
+                                                  // Header extensions follow at 112: the zero bytes there are the end-of-extensions marker.
     h
 }
 
@@ -136,7 +146,9 @@ impl Qcow2File {
             for x in counts {
                 b.extend_from_slice(&x.to_be_bytes());
             }
-            self.file.write_all_at(&b, c * C).context("writing a refcount block")?;
+            self.file
+                .write_all_at(&b, c * C)
+                .context("writing a refcount block")?;
             self.written += C;
         }
         Ok(())
@@ -144,7 +156,10 @@ impl Qcow2File {
 
     fn inc(&mut self, c: u64) -> Result<()> {
         let (r, _, counts) = self.region.as_mut().unwrap();
-        ensure!(c / RB_ENTRIES == *r, "internal: refcount outside the current region");
+        ensure!(
+            c / RB_ENTRIES == *r,
+            "internal: refcount outside the current region"
+        );
         let e = &mut counts[(c % RB_ENTRIES) as usize];
         *e = e.checked_add(1).context("refcount overflow")?;
         Ok(())
@@ -201,7 +216,9 @@ impl Qcow2File {
     }
 
     fn write(&mut self, off: u64, data: &[u8]) -> Result<()> {
-        if !self.wbuf.is_empty() && (off != self.wbuf_off + self.wbuf.len() as u64 || self.wbuf.len() >= 1 << 20) {
+        if !self.wbuf.is_empty()
+            && (off != self.wbuf_off + self.wbuf.len() as u64 || self.wbuf.len() >= 1 << 20)
+        {
             self.flush()?;
         }
         if self.wbuf.is_empty() {
@@ -213,7 +230,9 @@ impl Qcow2File {
 
     fn flush(&mut self) -> Result<()> {
         if !self.wbuf.is_empty() {
-            self.file.write_all_at(&self.wbuf, self.wbuf_off).context("writing the qcow2 image")?;
+            self.file
+                .write_all_at(&self.wbuf, self.wbuf_off)
+                .context("writing the qcow2 image")?;
             self.written += self.wbuf.len() as u64;
             self.wbuf.clear();
         }
@@ -222,7 +241,9 @@ impl Qcow2File {
 
     fn flush_l2(&mut self) -> Result<()> {
         if let Some((_, off, t)) = self.l2.take() {
-            self.file.write_all_at(&be64s(&t), off).context("writing an L2 table")?;
+            self.file
+                .write_all_at(&be64s(&t), off)
+                .context("writing an L2 table")?;
             self.written += C;
         }
         Ok(())
@@ -243,7 +264,10 @@ impl Qcow2File {
 impl Sink for Qcow2File {
     fn put(&mut self, e: &Encoded) -> Result<()> {
         let c = &e.chunk;
-        ensure!(c.offset / C == self.guest_cluster, "internal: chunks out of order");
+        ensure!(
+            c.offset / C == self.guest_cluster,
+            "internal: chunks out of order"
+        );
         for (i, enc) in e.clusters.iter().enumerate() {
             let k = self.guest_cluster + i as u64;
             let data = &c.data[i * CLUSTER..(i + 1) * CLUSTER];
@@ -278,10 +302,17 @@ impl Sink for Qcow2File {
             counts[(c % RB_ENTRIES) as usize] = 0;
         }
         self.finish_region()?;
-        self.file.write_all_at(&pad_cluster(be64s(&self.l1)), self.l1_off).context("writing L1")?;
-        self.file.write_all_at(&be64s(&self.rt), self.rt_off).context("writing the refcount table")?;
         self.file
-            .write_all_at(&header(self.vsize, self.l1_off, self.rt_off, self.rtc, self.comp), 0)
+            .write_all_at(&pad_cluster(be64s(&self.l1)), self.l1_off)
+            .context("writing L1")?;
+        self.file
+            .write_all_at(&be64s(&self.rt), self.rt_off)
+            .context("writing the refcount table")?;
+        self.file
+            .write_all_at(
+                &header(self.vsize, self.l1_off, self.rt_off, self.rtc, self.comp),
+                0,
+            )
             .context("writing the qcow2 header")?;
         self.file.set_len(self.next_free * C)?;
         self.written = self.next_free * C;
@@ -302,7 +333,10 @@ pub struct AllocMap {
 impl AllocMap {
     pub fn new(vsize: u64) -> AllocMap {
         let clusters = vsize.div_ceil(C);
-        AllocMap { bits: vec![0; clusters.div_ceil(64) as usize], clusters }
+        AllocMap {
+            bits: vec![0; clusters.div_ceil(64) as usize],
+            clusters,
+        }
     }
     pub fn get(&self, k: u64) -> bool {
         self.bits[(k / 64) as usize] & (1 << (k % 64)) != 0
@@ -357,7 +391,10 @@ impl<'a> Qcow2Stream<'a> {
         let (mut rtc, mut rbc) = (1u64, 1u64);
         loop {
             let h = 1 + l1c + rtc + rbc + n_l2 + n_data;
-            let (nrb, nrt) = (h.div_ceil(RB_ENTRIES), h.div_ceil(RB_ENTRIES).div_ceil(RT_ENTRIES));
+            let (nrb, nrt) = (
+                h.div_ceil(RB_ENTRIES),
+                h.div_ceil(RB_ENTRIES).div_ceil(RT_ENTRIES),
+            );
             if nrb == rbc && nrt == rtc {
                 break;
             }
@@ -367,7 +404,14 @@ impl<'a> Qcow2Stream<'a> {
         let total = 1 + l1c + rtc + rbc + n_l2 + n_data;
         let rt_off = (1 + l1c) * C;
         let rb_off = rt_off + rtc * C;
-        let mut s = Qcow2Stream { out, map, next: rb_off + rbc * C, total, written: 0, zero: vec![0; CLUSTER] };
+        let mut s = Qcow2Stream {
+            out,
+            map,
+            next: rb_off + rbc * C,
+            total,
+            written: 0,
+            zero: vec![0; CLUSTER],
+        };
         // L1: walk the ranges in order, as the data will come.
         let mut l1 = vec![0u64; l1n as usize];
         let mut h = s.next;
@@ -381,7 +425,9 @@ impl<'a> Qcow2Stream<'a> {
         ensure!(h == total * C, "internal: stream layout mismatch");
         s.emit(&header(vsize, C, rt_off, rtc, Compression::None))?;
         s.emit(&pad_cluster(be64s(&l1)))?;
-        let rt: Vec<u64> = (0..rtc * RT_ENTRIES).map(|i| if i < rbc { rb_off + i * C } else { 0 }).collect();
+        let rt: Vec<u64> = (0..rtc * RT_ENTRIES)
+            .map(|i| if i < rbc { rb_off + i * C } else { 0 })
+            .collect();
         s.emit(&be64s(&rt))?;
         let mut rb = Vec::with_capacity(CLUSTER);
         for i in 0..rbc * RB_ENTRIES {
@@ -405,7 +451,10 @@ fn l2_count(map: &AllocMap, i: u64) -> u64 {
     let s = i * L2_ENTRIES;
     let e = (s + L2_ENTRIES).min(map.clusters);
     // L2_ENTRIES is a multiple of 64: whole words.
-    map.bits[(s / 64) as usize..e.div_ceil(64) as usize].iter().map(|b| b.count_ones() as u64).sum()
+    map.bits[(s / 64) as usize..e.div_ceil(64) as usize]
+        .iter()
+        .map(|b| b.count_ones() as u64)
+        .sum()
 }
 
 fn l2_has_data(map: &AllocMap, i: u64) -> bool {
@@ -446,7 +495,12 @@ impl Sink for Qcow2Stream<'_> {
     }
 
     fn finish(&mut self) -> Result<()> {
-        ensure!(self.written == self.total * C, "qcow2 stream ended at {} of {} bytes", self.written, self.total * C);
+        ensure!(
+            self.written == self.total * C,
+            "qcow2 stream ended at {} of {} bytes",
+            self.written,
+            self.total * C
+        );
         let _ = &self.zero;
         self.out.flush().context("flushing the qcow2 stream")
     }
@@ -463,16 +517,24 @@ fn be64(b: &[u8], o: usize) -> u64 {
 /// Read a qcow2 image we (or anyone without backing files or encryption) wrote and hash its guest content.
 pub fn guest_hash(f: &File) -> Result<(u64, String)> {
     let mut h = vec![0u8; 112];
-    f.read_exact_at(&mut h, 0).context("reading the qcow2 header")?;
+    f.read_exact_at(&mut h, 0)
+        .context("reading the qcow2 header")?;
     ensure!(&h[0..4] == b"QFI\xfb", "not a qcow2 image");
     let bits = u32::from_be_bytes(h[20..24].try_into().unwrap());
-    ensure!(bits == CLUSTER_BITS, "cluster bits {bits} not supported by the verifier");
-    ensure!(be64(&h, 8) == 0, "backing files are not supported by the verifier");
+    ensure!(
+        bits == CLUSTER_BITS,
+        "cluster bits {bits} not supported by the verifier"
+    );
+    ensure!(
+        be64(&h, 8) == 0,
+        "backing files are not supported by the verifier"
+    );
     let vsize = be64(&h, 24);
     let l1n = u32::from_be_bytes(h[36..40].try_into().unwrap()) as usize;
     let l1_off = be64(&h, 40);
     let version = u32::from_be_bytes(h[4..8].try_into().unwrap());
-    let zstd = version >= 3 && u32::from_be_bytes(h[100..104].try_into().unwrap()) > 104 && h[104] == 1;
+    let zstd =
+        version >= 3 && u32::from_be_bytes(h[100..104].try_into().unwrap()) > 104 && h[104] == 1;
     let mut l1b = vec![0u8; l1n * 8];
     f.read_exact_at(&mut l1b, l1_off)?;
     let mut sha = Sha256::new();
@@ -513,7 +575,11 @@ pub fn guest_hash(f: &File) -> Result<(u64, String)> {
                     let fl = zstd::zstd_safe::find_frame_compressed_size(&cin)
                         .map_err(|c| anyhow::anyhow!("zstd frame error {c} at cluster {k}"))?;
                     let n = d.decompress_to_buffer(&cin[..fl], &mut cbuf)?;
-                    ensure!(n == CLUSTER, "zstd cluster {} decompressed to {n} bytes", k + j as u64);
+                    ensure!(
+                        n == CLUSTER,
+                        "zstd cluster {} decompressed to {n} bytes",
+                        k + j as u64
+                    );
                 } else {
                     inflater.reset(false);
                     inflater.decompress(&cin, &mut cbuf, flate2::FlushDecompress::Finish)?;

@@ -15,7 +15,11 @@ pub struct RawFile {
 
 impl RawFile {
     pub fn new(file: File, size: u64) -> RawFile {
-        RawFile { file, size, written: 0 }
+        RawFile {
+            file,
+            size,
+            written: 0,
+        }
     }
 }
 
@@ -44,7 +48,9 @@ impl Sink for RawFile {
     }
 
     fn finish(&mut self) -> Result<()> {
-        self.file.set_len(self.size).context("setting the raw image size")?;
+        self.file
+            .set_len(self.size)
+            .context("setting the raw image size")?;
         Ok(())
     }
 
@@ -71,7 +77,9 @@ unsafe impl Send for RawStream<'_> {}
 impl Sink for RawStream<'_> {
     fn put(&mut self, e: &Encoded) -> Result<()> {
         let c = &e.chunk;
-        self.out.write_all(&c.data[..c.len]).context("writing the raw stream")?;
+        self.out
+            .write_all(&c.data[..c.len])
+            .context("writing the raw stream")?;
         self.written += c.len as u64;
         Ok(())
     }

@@ -35,7 +35,10 @@ fn unescape(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() + 0 && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+        if b[i] == b'\\'
+            && i + 3 < b.len() + 0
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
             out.push(((b[i + 1] - b'0') << 6) | ((b[i + 2] - b'0') << 3) | (b[i + 3] - b'0'));
             i += 4;
         } else {
@@ -50,14 +53,20 @@ fn unescape(s: &str) -> String {
 pub fn parse_mountinfo(text: &str) -> Vec<Mount> {
     let mut v = Vec::new();
     for line in text.lines() {
-        let Some((left, right)) = line.split_once(" - ") else { continue };
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
         let f: Vec<&str> = left.split(' ').collect();
         let r: Vec<&str> = right.split(' ').collect();
         if f.len() < 6 || r.len() < 3 {
             continue;
         }
-        let Some((ma, mi)) = f[2].split_once(':') else { continue };
-        let (Ok(ma), Ok(mi)) = (ma.parse(), mi.parse()) else { continue };
+        let Some((ma, mi)) = f[2].split_once(':') else {
+            continue;
+        };
+        let (Ok(ma), Ok(mi)) = (ma.parse(), mi.parse()) else {
+            continue;
+        };
         let opts = f[5];
         v.push(Mount {
             devnum: (ma, mi),
@@ -71,7 +80,8 @@ pub fn parse_mountinfo(text: &str) -> Vec<Mount> {
 }
 
 pub fn mounts() -> Result<Vec<Mount>> {
-    let t = std::fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
+    let t =
+        std::fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
     Ok(parse_mountinfo(&t))
 }
 
@@ -80,7 +90,9 @@ pub fn mount_of<'a>(mounts: &'a [Mount], path: &Path) -> Option<&'a Mount> {
     let mut best: Option<&Mount> = None;
     for m in mounts {
         if path.starts_with(&m.mount_point)
-            && best.is_none_or(|b| m.mount_point.components().count() >= b.mount_point.components().count())
+            && best.is_none_or(|b| {
+                m.mount_point.components().count() >= b.mount_point.components().count()
+            })
         {
             best = Some(m);
         }
@@ -113,7 +125,10 @@ fn walk(name: &str, out: &mut BTreeSet<String>, depth: u32) {
     }
     let p = sys_block().join("class/block").join(name);
     if p.join("partition").exists() {
-        if let Some(parent) = std::fs::canonicalize(&p).ok().and_then(|c| c.parent().map(|x| x.to_path_buf())) {
+        if let Some(parent) = std::fs::canonicalize(&p)
+            .ok()
+            .and_then(|c| c.parent().map(|x| x.to_path_buf()))
+        {
             if let Some(n) = parent.file_name() {
                 walk(&n.to_string_lossy(), out, depth + 1);
                 return;
@@ -121,7 +136,11 @@ fn walk(name: &str, out: &mut BTreeSet<String>, depth: u32) {
         }
     }
     let mut slaves: Vec<String> = std::fs::read_dir(p.join("slaves"))
-        .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default();
     slaves.sort();
     if slaves.is_empty() {
@@ -135,7 +154,8 @@ fn walk(name: &str, out: &mut BTreeSet<String>, depth: u32) {
 
 /// Resolve `--source auto`: the single whole disk holding `root`.
 pub fn auto_disk(root: &Path) -> Result<PathBuf> {
-    let root = std::fs::canonicalize(root).with_context(|| format!("resolving {}", root.display()))?;
+    let root =
+        std::fs::canonicalize(root).with_context(|| format!("resolving {}", root.display()))?;
     let ms = mounts()?;
     let m = mount_of(&ms, &root).with_context(|| format!("no mount holds {}", root.display()))?;
     let mut name = devnum_name(m.devnum);
@@ -180,7 +200,11 @@ pub struct Source {
 nix::ioctl_read!(blkgetsize64, 0x12, 114, u64);
 
 pub fn open(spec: &str, root: &Path) -> Result<Source> {
-    let path = if spec == "auto" { auto_disk(root)? } else { PathBuf::from(spec) };
+    let path = if spec == "auto" {
+        auto_disk(root)?
+    } else {
+        PathBuf::from(spec)
+    };
     let file = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
     let md = file.metadata()?;
     let (size, disk_name) = if md.file_type().is_block_device() {
@@ -192,23 +216,40 @@ pub fn open(spec: &str, root: &Path) -> Result<Source> {
     } else if md.is_file() {
         (md.len(), None)
     } else {
-        bail!("{} is neither a block device nor a regular file", path.display());
+        bail!(
+            "{} is neither a block device nor a regular file",
+            path.display()
+        );
     };
     // Sequential access: let the kernel read ahead generously.
     unsafe {
-        libc::posix_fadvise(std::os::fd::AsRawFd::as_raw_fd(&file), 0, 0, libc::POSIX_FADV_SEQUENTIAL);
+        libc::posix_fadvise(
+            std::os::fd::AsRawFd::as_raw_fd(&file),
+            0,
+            0,
+            libc::POSIX_FADV_SEQUENTIAL,
+        );
     }
-    Ok(Source { path, file, size, disk_name })
+    Ok(Source {
+        path,
+        file,
+        size,
+        disk_name,
+    })
 }
 
 impl Source {
     /// Mounted filesystems that live on this disk (also through partitions, LVM, dm).
     pub fn mounted(&self) -> Result<Vec<Mount>> {
-        let Some(disk) = &self.disk_name else { return Ok(Vec::new()) };
+        let Some(disk) = &self.disk_name else {
+            return Ok(Vec::new());
+        };
         let mut seen = BTreeSet::new();
         let mut v = Vec::new();
         for m in mounts()? {
-            let Some(n) = devnum_name(m.devnum) else { continue };
+            let Some(n) = devnum_name(m.devnum) else {
+                continue;
+            };
             if whole_disks(&n).contains(disk) && seen.insert(m.mount_point.clone()) {
                 v.push(m);
             }
@@ -222,11 +263,15 @@ impl Source {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        let md = std::fs::metadata(&dir).with_context(|| format!("output directory {}", dir.display()))?;
+        let md = std::fs::metadata(&dir)
+            .with_context(|| format!("output directory {}", dir.display()))?;
         let smd = self.file.metadata()?;
         if let Ok(o) = std::fs::metadata(out) {
             if o.dev() == smd.dev() && o.ino() == smd.ino() {
-                bail!("refusing to overwrite the source {} with the output", self.path.display());
+                bail!(
+                    "refusing to overwrite the source {} with the output",
+                    self.path.display()
+                );
             }
         }
         if let Some(disk) = &self.disk_name {
@@ -263,7 +308,10 @@ garbage line\n\
         assert_eq!(m[3].mount_point, PathBuf::from("/mnt/with space"));
         assert!(!m[3].read_write);
         assert!(m[0].read_write);
-        assert_eq!(mount_of(&m, Path::new("/boot/grub")).unwrap().devnum, (8, 1));
+        assert_eq!(
+            mount_of(&m, Path::new("/boot/grub")).unwrap().devnum,
+            (8, 1)
+        );
         assert_eq!(mount_of(&m, Path::new("/bootx")).unwrap().devnum, (253, 0));
         assert_eq!(mount_of(&m, Path::new("/")).unwrap().fstype, "ext4");
     }
@@ -284,12 +332,27 @@ garbage line\n\
         ln("devices/pci/block/sda/sda2", "class/block/sda2");
         ln("devices/pci/block/sdb/sdb1", "class/block/sdb1");
         ln("devices/pci/block/sda", "class/block/sda");
-        ln("devices/pci/block/sda/sda2", "devices/virtual/block/dm-0/slaves/sda2");
+        ln(
+            "devices/pci/block/sda/sda2",
+            "devices/virtual/block/dm-0/slaves/sda2",
+        );
         std::env::set_var("CLOUDPREP_SYSFS", s);
-        assert_eq!(whole_disks("dm-0").into_iter().collect::<Vec<_>>(), vec!["sda"]);
-        assert_eq!(whole_disks("sda").into_iter().collect::<Vec<_>>(), vec!["sda"]);
-        ln("devices/pci/block/sdb/sdb1", "devices/virtual/block/dm-0/slaves/sdb1");
-        assert_eq!(whole_disks("dm-0").into_iter().collect::<Vec<_>>(), vec!["sda", "sdb"]);
+        assert_eq!(
+            whole_disks("dm-0").into_iter().collect::<Vec<_>>(),
+            vec!["sda"]
+        );
+        assert_eq!(
+            whole_disks("sda").into_iter().collect::<Vec<_>>(),
+            vec!["sda"]
+        );
+        ln(
+            "devices/pci/block/sdb/sdb1",
+            "devices/virtual/block/dm-0/slaves/sdb1",
+        );
+        assert_eq!(
+            whole_disks("dm-0").into_iter().collect::<Vec<_>>(),
+            vec!["sda", "sdb"]
+        );
         std::env::remove_var("CLOUDPREP_SYSFS");
     }
 }
