@@ -501,6 +501,20 @@ fn refusals_and_auto_source() {
         .all(|e| !e.file_name().to_string_lossy().contains("img.raw")));
     // --source auto with --root on the mounted filesystem resolves the whole loop disk (through the
     // partition); --consistency none is recorded in the summary.
+    let o = run(&[
+        "export",
+        "--source",
+        &d.dev,
+        "--consistency",
+        "none",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("journal needs recovery"),
+        "a mounted, unfrozen ext4 must be copied whole (its bitmaps may be stale)"
+    );
     let s = export_ok(&[
         "export",
         "--root",
@@ -610,4 +624,91 @@ fn freeze_while_a_writer_appends() {
         0,
         "exported filesystem is clean"
     );
+}
+
+#[test]
+fn watchdog_and_sigterm_thaw() {
+    if skip() {
+        return;
+    }
+    let dir = scratch_dir();
+    let mut d = LoopDisk::new(64, "label: dos\nstart=2048, type=83\n");
+    sh("mke2fs", &["-q", "-F", "-t", "ext4", &d.part(1)]);
+    let mnt = dir.path().join("mnt");
+    d.mount(&d.part(1), &mnt, &[]);
+    let writable = |what: &str| {
+        let f = mnt.join("probe");
+        let st = Command::new("timeout")
+            .args([
+                "10",
+                "sh",
+                "-c",
+                &format!("echo x > {} && sync -f {}", f.display(), f.display()),
+            ])
+            .status()
+            .unwrap();
+        assert!(st.success(), "filesystem not writable after {what}");
+    };
+    // Watchdog: a zero timeout thaws at once and aborts the export; no partial output is left.
+    let out = dir.path().join("w.raw");
+    let o = Command::new(common::bin())
+        .args([
+            "export",
+            "--source",
+            &d.dev,
+            "--consistency",
+            "freeze",
+            "-o",
+            out.to_str().unwrap(),
+        ])
+        .env("CLOUDPREP_FREEZE_TIMEOUT", "0")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("freeze timeout"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    writable("the watchdog");
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains("w.raw"))
+        .collect();
+    assert!(left.is_empty(), "partial output left behind");
+    // SIGTERM while frozen (the export blocks on a pipe nobody reads): the handler thaws.
+    let mut child = Command::new(common::bin())
+        .args([
+            "export",
+            "--source",
+            &d.dev,
+            "--consistency",
+            "freeze",
+            "-o",
+            "-",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    // A write blocks (uninterruptibly) while frozen: start it and look whether it finished.
+    let mut probe = Command::new("sh")
+        .args(["-c", &format!("echo y > {}/frozen-probe", mnt.display())])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert!(
+        probe.try_wait().unwrap().is_none(),
+        "the filesystem should be frozen during the export"
+    );
+    sh("kill", &["-TERM", &child.id().to_string()]);
+    let st = child.wait().unwrap();
+    assert_eq!(st.code(), Some(128 + 15));
+    assert!(
+        probe.wait().unwrap().success(),
+        "the blocked writer completes after the thaw"
+    );
+    writable("SIGTERM");
 }

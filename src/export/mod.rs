@@ -131,6 +131,7 @@ fn prepare(
             (Some(freeze::hold(&mounted, false, freeze_timeout())?), format!("readonly ({names})"))
         }
     };
+    src.invalidate_cache();
     Ok((src, guard, label))
 }
 

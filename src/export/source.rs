@@ -238,7 +238,22 @@ pub fn open(spec: &str, root: &Path) -> Result<Source> {
     })
 }
 
+nix::ioctl_none!(blkflsbuf, 0x12, 97);
+
 impl Source {
+    /// Drop cached pages of the source. Filesystems write through their partition's (or dm device's)
+    /// page cache, not the whole disk's: pages of the whole disk cached before a freeze may be stale.
+    pub fn invalidate_cache(&self) {
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&self.file);
+        if self.disk_name.is_some() {
+            let _ = unsafe { blkflsbuf(fd) };
+        }
+        unsafe {
+            libc::posix_fadvise(fd, 0, 0, libc::POSIX_FADV_DONTNEED);
+            libc::posix_fadvise(fd, 0, 0, libc::POSIX_FADV_SEQUENTIAL);
+        }
+    }
+
     /// Mounted filesystems that live on this disk (also through partitions, LVM, dm).
     pub fn mounted(&self) -> Result<Vec<Mount>> {
         let Some(disk) = &self.disk_name else {
