@@ -362,6 +362,7 @@ fn check_all_formats(d: &LoopDisk, ext: &[u32], swap: &[u32], dir: &Path) {
                         0,
                         "e2fsck of exported partition {n}"
                     );
+                    same_e2image(&d.part(n), &b.part(n), dir);
                 }
                 for &n in swap {
                     let blk = sh("blkid", &["-o", "value", "-s", "UUID", &b.part(n)]);

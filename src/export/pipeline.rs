@@ -17,16 +17,34 @@ pub const CHUNK: usize = 1 << 20;
 pub const BLOCK: usize = 4096;
 const SECTOR: u64 = 512;
 
+static ZEROS: [u8; CHUNK] = [0; CHUNK];
+
 pub struct Chunk {
     pub seq: u64,
     pub offset: u64,
-    /// Guest bytes in this chunk (the last one may be short); `data` is padded to whole clusters.
+    /// Guest bytes in this chunk (the last one may be short); `data` is padded to whole clusters, or
+    /// empty when the whole chunk is known free (all zeros, nothing read).
     pub len: usize,
-    pub data: Vec<u8>,
+    data: Vec<u8>,
     pub read: u64,
     pub free: u64,
     /// One bit per 512-byte sector: known free (not read, zero-filled).
     pub free_mask: Vec<u64>,
+}
+
+impl Chunk {
+    /// The chunk's bytes (zero-padded to whole clusters).
+    pub fn data(&self) -> &[u8] {
+        if self.data.is_empty() {
+            &ZEROS[..self.len.div_ceil(CLUSTER) * CLUSTER]
+        } else {
+            &self.data
+        }
+    }
+
+    pub fn all_free(&self) -> bool {
+        self.data.is_empty()
+    }
 }
 
 pub enum Enc {
@@ -119,6 +137,15 @@ impl Compressor {
 
 fn encode(c: Arc<Chunk>, comp: &mut Compressor) -> Encoded {
     let nblocks = c.len.div_ceil(BLOCK);
+    if c.all_free() {
+        let clusters = (0..c.len.div_ceil(CLUSTER)).map(|_| Enc::Zero).collect();
+        return Encoded {
+            zero4k: vec![true; nblocks],
+            clusters,
+            zero_bytes: 0,
+            chunk: c,
+        };
+    }
     let mut zero4k = Vec::with_capacity(nblocks);
     let mut zero_bytes = 0u64;
     for i in 0..nblocks {
@@ -172,9 +199,20 @@ fn read_chunk(
 ) -> Result<Chunk> {
     let len = (size - offset).min(CHUNK as u64) as usize;
     let padded = len.div_ceil(CLUSTER) * CLUSTER;
-    let mut data = vec![0u8; padded];
     let end = offset + len as u64;
     layout.free_ranges(dev, offset, end, free)?;
+    if free.len() == 1 && free[0].0 <= offset && free[0].1 >= end {
+        return Ok(Chunk {
+            seq,
+            offset,
+            len,
+            data: Vec::new(),
+            read: 0,
+            free: len as u64,
+            free_mask: Vec::new(),
+        });
+    }
+    let mut data = vec![0u8; padded];
     let mut free_mask = vec![0u64; CHUNK / SECTOR as usize / 64];
     let mut pos = offset;
     let mut read = 0u64;
@@ -212,6 +250,7 @@ fn read_chunk(
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 /// Run the whole copy of `dev` (guest size `size`) into `sink`.
 pub fn run(
     dev: &(dyn ReadAt + Sync),
@@ -258,7 +297,7 @@ pub fn run(
         let hasher = s.spawn(move || {
             let mut h = Sha256::new();
             while let Ok(c) = hash_rx.recv() {
-                h.update(&c.data[..c.len]);
+                h.update(&c.data()[..c.len]);
             }
             hex::encode(h.finalize())
         });

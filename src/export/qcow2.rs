@@ -254,7 +254,7 @@ impl Qcow2File {
         if self.l2.as_ref().map(|x| x.0) != Some(li) {
             self.flush_l2()?;
             let c = self.alloc_cluster()?;
-            self.l1[li as usize] = c * C | COPIED;
+            self.l1[li as usize] = (c * C) | COPIED;
             self.l2 = Some((li, c * C, vec![0; L2_ENTRIES as usize]));
         }
         Ok(&mut self.l2.as_mut().unwrap().2[(k % L2_ENTRIES) as usize])
@@ -270,14 +270,14 @@ impl Sink for Qcow2File {
         );
         for (i, enc) in e.clusters.iter().enumerate() {
             let k = self.guest_cluster + i as u64;
-            let data = &c.data[i * CLUSTER..(i + 1) * CLUSTER];
+            let data = &c.data()[i * CLUSTER..(i + 1) * CLUSTER];
             match enc {
                 Enc::Zero => {}
                 Enc::Plain => {
                     self.entry(k)?;
                     let h = self.alloc_cluster()?;
                     self.write(h * C, data)?;
-                    *self.entry(k)? = h * C | COPIED;
+                    *self.entry(k)? = (h * C) | COPIED;
                 }
                 Enc::Packed(v) => {
                     self.entry(k)?;
@@ -479,7 +479,7 @@ impl Sink for Qcow2Stream<'_> {
                 self.emit(&be64s(&t))?;
                 self.next += C;
             }
-            let data = &e.chunk.data[i * CLUSTER..(i + 1) * CLUSTER];
+            let data = &e.chunk.data()[i * CLUSTER..(i + 1) * CLUSTER];
             match (self.map.get(k), enc) {
                 (true, _) => {
                     self.emit(data)?;

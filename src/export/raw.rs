@@ -40,7 +40,7 @@ impl Sink for RawFile {
             let from = s * BLOCK;
             let to = (i * BLOCK).min(c.len);
             self.file
-                .write_all_at(&c.data[from..to], c.offset + from as u64)
+                .write_all_at(&c.data()[from..to], c.offset + from as u64)
                 .context("writing the raw image")?;
             self.written += (to - from) as u64;
         }
@@ -78,7 +78,7 @@ impl Sink for RawStream<'_> {
     fn put(&mut self, e: &Encoded) -> Result<()> {
         let c = &e.chunk;
         self.out
-            .write_all(&c.data[..c.len])
+            .write_all(&c.data()[..c.len])
             .context("writing the raw stream")?;
         self.written += c.len as u64;
         Ok(())
