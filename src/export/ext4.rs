@@ -44,6 +44,9 @@ pub struct Super {
     pub compat: u32,
     pub first_meta_bg: u64,
     pub backup_bgs: [u32; 2],
+    pub reserved_gdt: u64,
+    pub inodes_per_group: u64,
+    pub inode_size: u64,
 }
 
 fn le16(b: &[u8], o: usize) -> u16 {
@@ -103,6 +106,13 @@ pub fn parse_super(sb: &[u8]) -> Result<Super> {
         compat,
         first_meta_bg: le32(sb, 0x104) as u64,
         backup_bgs: [le32(sb, 0x24c), le32(sb, 0x250)],
+        reserved_gdt: le16(sb, 0xce) as u64,
+        inodes_per_group: le32(sb, 0x28) as u64,
+        inode_size: if le32(sb, 0x4c) == 0 {
+            128
+        } else {
+            le16(sb, 0x58) as u64
+        },
     };
     if s.blocks_per_group == 0 || s.blocks_per_group > s.block_size * 8 {
         bail!("implausible blocks per group {}", s.blocks_per_group);
@@ -155,6 +165,10 @@ pub struct Ext4Map {
     /// Partition offset on the disk.
     pub base: u64,
     bitmaps: Vec<Option<u64>>,
+    /// Every group's bitmaps and inode table (start block, blocks), sorted: what a BLOCK_UNINIT group
+    /// may hold besides its superblock/descriptor backups.
+    meta: Vec<(u64, u64)>,
+    desc_blocks: u64,
     cached: Option<(u64, Vec<u8>)>,
 }
 
@@ -175,6 +189,8 @@ impl Ext4Map {
         let per_block = sb.block_size / sb.desc_size;
         let nblocks = groups.div_ceil(per_block);
         let mut bitmaps = Vec::with_capacity(groups as usize);
+        let mut meta = Vec::with_capacity(3 * groups as usize);
+        let itable_blocks = (sb.inodes_per_group * sb.inode_size).div_ceil(sb.block_size);
         let mut buf = vec![0u8; sb.block_size as usize];
         for i in 0..nblocks {
             let blk = sb.desc_block(i);
@@ -190,6 +206,14 @@ impl Ext4Map {
                 if sb.desc_size >= 64 {
                     bm |= (le32(d, 0x20) as u64) << 32;
                 }
+                let (mut ib, mut it) = (le32(d, 4) as u64, le32(d, 8) as u64);
+                if sb.desc_size >= 64 {
+                    ib |= (le32(d, 0x24) as u64) << 32;
+                    it |= (le32(d, 0x28) as u64) << 32;
+                }
+                meta.push((bm, 1));
+                meta.push((ib, 1));
+                meta.push((it, itable_blocks));
                 let flags = le16(d, 0x12);
                 if flags & BG_BLOCK_UNINIT != 0 {
                     bitmaps.push(None);
@@ -201,12 +225,57 @@ impl Ext4Map {
                 }
             }
         }
+        meta.sort_unstable();
         Ok(Ext4Map {
             sb,
             base,
             bitmaps,
+            meta,
+            desc_blocks: nblocks,
             cached: None,
         })
+    }
+
+    /// A BLOCK_UNINIT group has no bitmap on disk: like the kernel, treat as used its superblock and
+    /// descriptor backups and any group's bitmaps/inode table inside it, and everything else as free.
+    /// With meta_bg (backup descriptors elsewhere) such groups are read instead.
+    fn uninit_free(&self, g: u64, gstart: u64, from: u64, to: u64, out: &mut Vec<(u64, u64)>) {
+        if self.sb.incompat & INCOMPAT_META_BG != 0 {
+            return;
+        }
+        let mut used: Vec<(u64, u64)> = Vec::new();
+        if self.sb.has_super(g) {
+            used.push((gstart, gstart + 1 + self.desc_blocks + self.sb.reserved_gdt));
+        }
+        let gend = gstart + self.sb.blocks_per_group;
+        let i = self.meta.partition_point(|m| m.0 + m.1 <= gstart);
+        for &(s, n) in &self.meta[i..] {
+            if s >= gend {
+                break;
+            }
+            used.push((s, s + n));
+        }
+        used.sort_unstable();
+        let bs = self.sb.block_size;
+        let mut push = |a: u64, b: u64| {
+            if a < b {
+                let (s, e) = (self.base + a * bs, self.base + b * bs);
+                match out.last_mut() {
+                    Some(l) if l.1 == s => l.1 = e,
+                    _ => out.push((s, e)),
+                }
+            }
+        };
+        let mut cur = from;
+        for (s, e) in used {
+            let (s, e) = (s.max(from), e.min(to));
+            if s >= e {
+                continue;
+            }
+            push(cur, s);
+            cur = cur.max(e);
+        }
+        push(cur, to);
     }
 
     /// Byte ranges (disk offsets) within `[start, end)` that are free blocks of this filesystem.
@@ -228,6 +297,7 @@ impl Ext4Map {
             let gstart = self.sb.first_data_block + g * self.sb.blocks_per_group;
             let gend = (gstart + self.sb.blocks_per_group).min(last);
             let Some(bm) = self.bitmaps.get(g as usize).copied().flatten() else {
+                self.uninit_free(g, gstart, b, gend, out);
                 b = gend;
                 continue;
             };
