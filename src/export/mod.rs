@@ -1,0 +1,379 @@
+//! `cloudprep export`: the bundled disk converter.
+//!
+//! The source (`auto` = the whole disk holding the root directory, through partitions, LVM and dm) is
+//! read once, sequentially. The partition table (MBR with logical partitions, GPT) and every ext2/3/4
+//! filesystem's block bitmaps tell which blocks are free: those are exported as zeros without being
+//! read, as are swap pages after the header page. Everything else is read and zero-detected. Zeros
+//! become holes (raw) or unallocated clusters (qcow2).
+//!
+//! Output formats and streaming (`-o -`):
+//! * raw to a file: sparse file; raw to a pipe: every byte (zeros written), single pass.
+//! * qcow2 to a file: single pass, optionally zlib (raw deflate, 4 KiB window) or zstd compressed.
+//! * qcow2 to a pipe: uncompressed only; an allocation pass first (reads the used blocks once more)
+//!   lays out all metadata before the data. Compressed qcow2 cannot stream.
+//!
+//! Modules: [`source`] (finding/opening the disk), [`partition`], [`ext4`], [`swap`], [`layout`] (what
+//! is free), [`pipeline`] (reader, workers, hasher, in-order writer), [`raw`], [`qcow2`], [`freeze`]
+//! (consistency on a running VM), [`progress`].
+
+pub mod ext4;
+pub mod freeze;
+pub mod layout;
+pub mod partition;
+pub mod pipeline;
+pub mod progress;
+pub mod qcow2;
+pub mod raw;
+pub mod source;
+pub mod swap;
+
+use crate::cli::{Compression, Consistency, ExportArgs, Global, ImageFormat};
+use anyhow::{bail, Context, Result};
+use pipeline::Sink as _;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const CLUSTER: usize = 65536;
+
+/// Options for an export to any writer (used by `export -o -` and by `upload`).
+#[derive(Debug, Clone)]
+pub struct StreamOptions {
+    /// `auto`, a block device or an image file.
+    pub source: String,
+    pub format: ImageFormat,
+    pub compress: Compression,
+    pub consistency: Option<Consistency>,
+    pub threads: Option<usize>,
+    /// Skip free ext2/3/4 blocks and unused swap pages.
+    pub fs_skip: bool,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ExportSummary {
+    /// Guest-visible disk size.
+    pub virtual_size: u64,
+    pub bytes_read: u64,
+    pub bytes_skipped_free: u64,
+    pub bytes_zero: u64,
+    pub bytes_written: u64,
+    /// SHA-256 of the guest-visible disk content (hex).
+    pub sha256: String,
+    pub seconds: f64,
+    pub consistency: String,
+}
+
+impl ExportSummary {
+    pub fn render(&self) -> String {
+        use progress::human;
+        format!(
+            "disk size      {} ({} bytes)\nread           {}\nskipped (free) {}\nzero           {}\nwritten        {}\ntime           {:.1} s\nconsistency    {}\nsha256         {}\n",
+            human(self.virtual_size),
+            self.virtual_size,
+            human(self.bytes_read),
+            human(self.bytes_skipped_free),
+            human(self.bytes_zero),
+            human(self.bytes_written),
+            self.seconds,
+            self.consistency,
+            self.sha256
+        )
+    }
+}
+
+fn threads(t: Option<usize>) -> usize {
+    t.filter(|&n| n > 0)
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        })
+        .min(64)
+}
+
+fn freeze_timeout() -> Duration {
+    let s = std::env::var("CLOUDPREP_FREEZE_TIMEOUT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3600);
+    Duration::from_secs(s)
+}
+
+/// Open the source, check consistency requirements and hold its filesystems (freeze/read-only).
+fn prepare(
+    spec: &str,
+    root: &Path,
+    consistency: Option<Consistency>,
+) -> Result<(source::Source, Option<freeze::Guard>, String)> {
+    let src = source::open(spec, root)?;
+    let mounted = src.mounted()?;
+    let rw: Vec<&source::Mount> = mounted.iter().filter(|m| m.read_write).collect();
+    let names = rw
+        .iter()
+        .map(|m| m.mount_point.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let (guard, label) = match consistency {
+        _ if rw.is_empty() => (None, "source not mounted read-write".to_string()),
+        None => bail!(
+            "{} has filesystems mounted read-write ({names}): choose --consistency freeze (FIFREEZE during the copy), \
+             readonly (remount read-only) or none (copy anyway; the image may be inconsistent)",
+            src.path.display()
+        ),
+        Some(Consistency::None) => {
+            eprintln!("cloudprep: warning: copying {names} while mounted read-write (--consistency none)");
+            (None, format!("none (mounted read-write: {names}; the copy may be inconsistent)"))
+        }
+        Some(Consistency::Freeze) => {
+            (Some(freeze::hold(&mounted, true, freeze_timeout())?), format!("freeze ({names})"))
+        }
+        Some(Consistency::Readonly) => {
+            (Some(freeze::hold(&mounted, false, freeze_timeout())?), format!("readonly ({names})"))
+        }
+    };
+    src.invalidate_cache();
+    Ok((src, guard, label))
+}
+
+fn layout_for(src: &source::Source, fs_skip: bool) -> Result<layout::Layout> {
+    let l = if fs_skip {
+        layout::Layout::inspect(&src.file, src.size)?
+    } else {
+        layout::Layout::plain(src.size)
+    };
+    for n in &l.notes {
+        log::info!("{n}");
+    }
+    Ok(l)
+}
+
+/// Export to a writer that cannot seek (a pipe, an HTTP body). Raw streams directly; qcow2 needs an
+/// allocation pass first to lay out its metadata (uncompressed only).
+pub fn export_stream(opts: &StreamOptions, out: &mut dyn Write) -> Result<ExportSummary> {
+    export_stream_root(opts, Path::new("/"), out)
+}
+
+fn export_stream_root(
+    opts: &StreamOptions,
+    root: &Path,
+    out: &mut dyn Write,
+) -> Result<ExportSummary> {
+    if opts.format == ImageFormat::Qcow2 && opts.compress != Compression::None {
+        bail!("compressed qcow2 cannot be streamed (its layout depends on the compressed sizes): write to a file, or stream raw/uncompressed qcow2");
+    }
+    if opts.format == ImageFormat::Raw && opts.compress != Compression::None {
+        bail!("--compress applies to qcow2 only");
+    }
+    freeze::install_handlers();
+    let (src, guard, label) = prepare(&opts.source, root, opts.consistency)?;
+    let mut layout = layout_for(&src, opts.fs_skip)?;
+    let n = threads(opts.threads);
+    let mut prog = progress::Progress::new(src.size, false);
+    let totals = match opts.format {
+        ImageFormat::Raw => {
+            let mut sink = raw::RawStream::new(out);
+            let t = pipeline::run(
+                &src.file,
+                &mut layout,
+                src.size,
+                Compression::None,
+                n,
+                &mut sink,
+                &mut prog,
+                true,
+            )?;
+            (t, sink.written())
+        }
+        ImageFormat::Qcow2 => {
+            eprintln!("cloudprep: qcow2 stream: allocation pass");
+            let mut map = qcow2::MapSink {
+                map: qcow2::AllocMap::new(src.size),
+            };
+            let mut quiet = progress::Progress::new(src.size, true);
+            pipeline::run(
+                &src.file,
+                &mut layout,
+                src.size,
+                Compression::None,
+                n,
+                &mut map,
+                &mut quiet,
+                false,
+            )?;
+            let mut layout = layout_for(&src, opts.fs_skip)?;
+            let mut sink = qcow2::Qcow2Stream::new(out, src.size, map.map)?;
+            let t = pipeline::run(
+                &src.file,
+                &mut layout,
+                src.size,
+                Compression::None,
+                n,
+                &mut sink,
+                &mut prog,
+                true,
+            )?;
+            (t, sink.written())
+        }
+    };
+    drop(guard);
+    let (t, written) = totals;
+    Ok(ExportSummary {
+        virtual_size: src.size,
+        bytes_read: t.read,
+        bytes_skipped_free: t.free,
+        bytes_zero: t.zero,
+        bytes_written: written,
+        sha256: t.sha256,
+        seconds: prog.elapsed(),
+        consistency: label,
+    })
+}
+
+/// Removes the temporary output unless disarmed.
+struct TempFile(Option<PathBuf>);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(&p);
+            freeze::set_temp(None);
+        }
+    }
+}
+
+pub fn cmd_export(g: &Global, a: &ExportArgs) -> Result<i32> {
+    let opts = StreamOptions {
+        source: a.source.clone(),
+        format: a.format,
+        compress: a.compress,
+        consistency: a.consistency,
+        threads: a.threads,
+        fs_skip: !a.no_fs_skip,
+    };
+    if a.format == ImageFormat::Raw && a.compress != Compression::None {
+        bail!("--compress applies to qcow2 only");
+    }
+    if a.output == "-" {
+        if a.verify {
+            bail!("--verify needs an output file");
+        }
+        let stdout = std::io::stdout();
+        let mut lock = stdout.lock();
+        let s = export_stream_root(&opts, &g.root, &mut lock)?;
+        lock.flush()?;
+        eprint!("{}", s.render());
+        return Ok(crate::cli::EXIT_OK);
+    }
+    freeze::install_handlers();
+    let out = PathBuf::from(&a.output);
+    let dir = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let fname = out
+        .file_name()
+        .context("the output needs a file name")?
+        .to_string_lossy()
+        .into_owned();
+    // Checks that need only the source path, before freezing anything.
+    {
+        let src = source::open(&opts.source, &g.root)?;
+        src.check_output(&out)?;
+    }
+    let (src, guard, label) = prepare(&opts.source, &g.root, opts.consistency)?;
+    let tmp_path = dir.join(format!(".{fname}.cloudprep-{}.tmp", std::process::id()));
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .read(true)
+        .create_new(true)
+        .open(&tmp_path)
+        .with_context(|| format!("creating {}", tmp_path.display()))?;
+    let mut tmp = TempFile(Some(tmp_path.clone()));
+    freeze::set_temp(Some(tmp_path.clone()));
+    let mut layout = layout_for(&src, opts.fs_skip)?;
+    let n = threads(opts.threads);
+    let mut prog = progress::Progress::new(src.size, false);
+    let (t, file, written) = match a.format {
+        ImageFormat::Raw => {
+            let mut sink = raw::RawFile::new(file, src.size);
+            let t = pipeline::run(
+                &src.file,
+                &mut layout,
+                src.size,
+                Compression::None,
+                n,
+                &mut sink,
+                &mut prog,
+                true,
+            )?;
+            let w = pipeline::Sink::written(&sink);
+            (t, sink.file, w)
+        }
+        ImageFormat::Qcow2 => {
+            let f2 = file.try_clone()?;
+            let mut sink = qcow2::Qcow2File::new(file, src.size, a.compress)?;
+            let t = pipeline::run(
+                &src.file,
+                &mut layout,
+                src.size,
+                a.compress,
+                n,
+                &mut sink,
+                &mut prog,
+                true,
+            )?;
+            let w = pipeline::Sink::written(&sink);
+            (t, f2, w)
+        }
+    };
+    drop(guard);
+    file.sync_all().context("syncing the output")?;
+    let secs = prog.elapsed();
+    let summary = ExportSummary {
+        virtual_size: src.size,
+        bytes_read: t.read,
+        bytes_skipped_free: t.free,
+        bytes_zero: t.zero,
+        bytes_written: written,
+        sha256: t.sha256,
+        seconds: secs,
+        consistency: label,
+    };
+    if a.verify {
+        let (vsize, sha) = match a.format {
+            ImageFormat::Raw => raw_hash(&file)?,
+            ImageFormat::Qcow2 => qcow2::guest_hash(&file)?,
+        };
+        if vsize != summary.virtual_size || sha != summary.sha256 {
+            bail!(
+                "verification failed: the output reads back as {vsize} bytes with sha256 {sha}, expected {} bytes with {}",
+                summary.virtual_size,
+                summary.sha256
+            );
+        }
+        eprintln!("cloudprep: verified: the output reads back with the same content hash");
+    }
+    std::fs::rename(&tmp_path, &out).with_context(|| format!("renaming to {}", out.display()))?;
+    tmp.0 = None;
+    freeze::set_temp(None);
+    println!("source         {}", src.path.display());
+    print!("{}", summary.render());
+    println!("output         {}", out.display());
+    Ok(crate::cli::EXIT_OK)
+}
+
+fn raw_hash(f: &std::fs::File) -> Result<(u64, String)> {
+    use sha2::Digest;
+    use std::os::unix::fs::FileExt;
+    let size = f.metadata()?.len();
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; pipeline::CHUNK];
+    let mut off = 0u64;
+    while off < size {
+        let n = (size - off).min(buf.len() as u64) as usize;
+        f.read_exact_at(&mut buf[..n], off)?;
+        h.update(&buf[..n]);
+        off += n as u64;
+    }
+    Ok((size, hex::encode(h.finalize())))
+}
