@@ -269,8 +269,8 @@ pub fn main() -> i32 {
     match r {
         Ok(code) => code,
         Err(e) => {
+            // The logger prints errors on stderr (and to syslog when it listens): once.
             log::error!("{e:#}");
-            eprintln!("cloudprep: error: {e:#}");
             EXIT_FAILURE
         }
     }

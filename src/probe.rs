@@ -423,7 +423,8 @@ fn disk_kind(name: &str, n: &Node) -> &'static str {
     }
 }
 
-fn read_head(dev: &str) -> Option<Vec<u8>> {
+/// The first [`PROBE_BYTES`] of a device (fewer when it is smaller).
+pub fn read_head(dev: &str) -> Option<Vec<u8>> {
     let f = std::fs::File::open(dev).ok()?;
     let mut buf = Vec::with_capacity(PROBE_BYTES);
     f.take(PROBE_BYTES as u64).read_to_end(&mut buf).ok()?;

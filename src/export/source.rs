@@ -29,26 +29,6 @@ pub struct Mount {
     pub source: String,
 }
 
-fn unescape(s: &str) -> String {
-    // mountinfo escapes space, tab, newline and backslash as \ooo.
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            out.push(((b[i + 1] - b'0') << 6) | ((b[i + 2] - b'0') << 3) | (b[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// Parse /proc/self/mountinfo; malformed lines are skipped.
 pub fn parse_mountinfo(text: &str) -> Vec<Mount> {
     let mut v = Vec::new();
@@ -70,10 +50,10 @@ pub fn parse_mountinfo(text: &str) -> Vec<Mount> {
         let opts = f[5];
         v.push(Mount {
             devnum: (ma, mi),
-            mount_point: PathBuf::from(unescape(f[4])),
+            mount_point: PathBuf::from(crate::facts::unescape_octal(f[4])),
             read_write: opts.split(',').any(|o| o == "rw"),
             fstype: r[0].to_string(),
-            source: unescape(r[1]),
+            source: crate::facts::unescape_octal(r[1]),
         });
     }
     v

@@ -384,6 +384,9 @@ fn child_setup(ops: &[Op], base: &CString) -> std::io::Result<()> {
         {
             return Err(err());
         }
+        // Device nodes and directories get exactly the host's modes (mknod/mkdir apply the umask: a 0644
+        // /dev/null breaks every non-root writer, e.g. apt's _apt user); the command keeps its umask.
+        let saved_umask = libc::umask(0);
         for op in ops {
             match op {
                 Op::Mount {
@@ -438,6 +441,7 @@ fn child_setup(ops: &[Op], base: &CString) -> std::io::Result<()> {
                 }
             }
         }
+        libc::umask(saved_umask);
         if libc::chroot(base.as_ptr()) != 0 {
             return Err(err());
         }
@@ -482,42 +486,11 @@ pub fn guest_dev_links(root: &Root, facts_fs: &[crate::facts::Filesystem]) -> Ve
     out
 }
 
-/// UUID and label from an ext2/3/4 or XFS superblock.
+/// UUID and label of the filesystem on `dev`, read from its superblock (the probe's parsers).
 pub fn read_fs_ids(dev: &Path) -> Option<(Option<String>, Option<String>)> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut f = std::fs::File::open(dev).ok()?;
-    let mut sb = vec![0u8; 2048];
-    f.seek(SeekFrom::Start(0)).ok()?;
-    f.read_exact(&mut sb).ok()?;
-    let fmt_uuid = |b: &[u8]| -> Option<String> {
-        if b.iter().all(|&x| x == 0) {
-            return None;
-        }
-        let h = hex::encode(b);
-        Some(format!(
-            "{}-{}-{}-{}-{}",
-            &h[0..8],
-            &h[8..12],
-            &h[12..16],
-            &h[16..20],
-            &h[20..32]
-        ))
-    };
-    let label = |b: &[u8]| -> Option<String> {
-        let end = b.iter().position(|&x| x == 0).unwrap_or(b.len());
-        let s = String::from_utf8_lossy(&b[..end]).trim().to_string();
-        (!s.is_empty()).then_some(s)
-    };
-    // ext2/3/4: superblock at 1024, magic 0xEF53 at +0x38, uuid at +0x68, label at +0x78.
-    let e = &sb[1024..];
-    if e[0x38] == 0x53 && e[0x39] == 0xEF {
-        return Some((fmt_uuid(&e[0x68..0x78]), label(&e[0x78..0x88])));
-    }
-    // XFS: "XFSB" at 0, uuid at 32, label (12 bytes) at 108.
-    if &sb[0..4] == b"XFSB" {
-        return Some((fmt_uuid(&sb[32..48]), label(&sb[108..120])));
-    }
-    None
+    let head = crate::probe::read_head(dev.to_str()?)?;
+    let p = crate::probe::probe_superblock(&head)?;
+    Some((p.uuid, p.label))
 }
 
 #[cfg(test)]
