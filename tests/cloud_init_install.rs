@@ -39,25 +39,34 @@ fn fix_installs_and_configures_cloud_init() {
         &[g.root().to_str().unwrap(), "debconf-show", "cloud-init"],
     );
     assert!(sel.contains("Ec2, None"), "{sel}");
-    // cloud-init's own validator on the guest's merged configuration.
-    let out = std::process::Command::new("chroot")
-        .args([
-            g.root().to_str().unwrap(),
-            "cloud-init",
-            "schema",
-            "--system",
-        ])
-        .output()
-        .unwrap();
-    let schema = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success(),
-        "cloud-init schema rejects the configuration:\n{schema}"
-    );
+    // cloud-init's own schema validator on each file cloudprep wrote (as a #cloud-config document: the
+    // schema of system config keys is the same).
+    for f in [
+        "/etc/cloud/cloud.cfg.d/90_dpkg.cfg",
+        "/etc/cloud/cloud.cfg.d/91_cloudprep.cfg",
+    ] {
+        let doc = format!("#cloud-config\n{}", g.read(f));
+        g.write("/tmp/cloudprep-schema.yaml", &doc);
+        let out = std::process::Command::new("chroot")
+            .args([
+                g.root().to_str().unwrap(),
+                "cloud-init",
+                "schema",
+                "-c",
+                "/tmp/cloudprep-schema.yaml",
+            ])
+            .output()
+            .unwrap();
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success() && said.contains("Valid"),
+            "cloud-init schema rejects {f}:\n{doc}\n{said}"
+        );
+    }
 
     // The cloud-init checks pass now.
     let (_code, r) = g.audit_json(&["--only", "cloud-init."]);
