@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # cloudprep developer entry point.
-#   ./x.sh run    install build dependencies, build, and audit this machine (read-only)
+#   ./x.sh run    install build dependencies, build the static binary and the .deb, audit this machine (read-only)
 #   ./x.sh test   install test dependencies, then run the whole test suite
 #   ./x.sh setup  only install what the build and the tests need
 #   ./x.sh deb    build the static binary and the .deb into target/deb/
@@ -31,10 +31,12 @@ case "${1:-}" in
     setup) setup ;;
     run)
         setup
-        cargo build --release
+        # The static binary and the .deb to install on the old VM (`apt install ./cloudprep_*.deb`).
+        deb=$(packaging/build-deb.sh)
+        echo "x.sh: built $deb" >&2
         shift
         set +e
-        ./target/release/cloudprep audit "$@"
+        ./target/x86_64-unknown-linux-musl/release/cloudprep audit "$@"
         rc=$?
         echo "x.sh: audit exit code $rc (0 ready, 1 warnings, 2 blockers, 3 could not run)" >&2
         exit 0
