@@ -15,7 +15,7 @@ sync
 times=()
 for i in $(seq "$runs"); do
     s=$(date +%s.%N)
-    ./target/release/cloudprep audit --root "$work/root" --format json >/dev/null || true
+    ./target/release/cloudprep audit --root "$work/root" --format json >/dev/null 2>&1 || true
     e=$(date +%s.%N)
     times+=("$(awk -v a="$s" -v b="$e" 'BEGIN { printf "%.4f", b - a }')")
 done
