@@ -3,7 +3,7 @@
 
 use crate::audit::{self, Audit, Selection};
 use crate::check::{Area, Finding, Severity, Status};
-use crate::cli::{AuditArgs, ChecksArgs, ColorChoice, Format, Global, EXIT_FAILURE};
+use crate::cli::{AuditArgs, ChecksArgs, ColorChoice, Format, Global};
 use crate::config::Config;
 use crate::root::Root;
 use anyhow::{Context, Result};
@@ -20,13 +20,8 @@ pub fn open(g: &Global) -> Result<(Root, Config)> {
 }
 
 pub fn cmd_audit(g: &Global, a: &AuditArgs) -> Result<i32> {
-    let (root, config) = match open(g) {
-        Ok(x) => x,
-        Err(e) => {
-            eprintln!("cloudprep: error: {e:#}");
-            return Ok(EXIT_FAILURE);
-        }
-    };
+    // An unreadable root or config is an error of the command: exit 3, reported once by cli::main.
+    let (root, config) = open(g)?;
     let sel = Selection {
         only: a.select.only.clone(),
         skip: a.select.skip.clone(),

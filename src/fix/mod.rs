@@ -1260,13 +1260,8 @@ pub fn apply_and_reaudit(
 }
 
 pub fn cmd_fix(g: &Global, a: &FixArgs) -> Result<i32> {
-    let (root, config) = match crate::report::open(g) {
-        Ok(x) => x,
-        Err(e) => {
-            eprintln!("cloudprep: error: {e:#}");
-            return Ok(EXIT_FAILURE);
-        }
-    };
+    // An unreadable root or config is an error of the command: exit 3, reported once by cli::main.
+    let (root, config) = crate::report::open(g)?;
     let sel = Selection {
         only: a.select.only.clone(),
         skip: a.select.skip.clone(),
