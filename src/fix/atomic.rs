@@ -327,22 +327,7 @@ impl Dir {
             self.unlink_quiet(&tmp);
             return Err(e).with_context(|| format!("writing {}", self.path_of(name)));
         }
-        let cname = self.name(name)?;
-        // SAFETY: valid dirfd and paths.
-        let r = unsafe {
-            libc::renameat(
-                self.fd.as_raw_fd(),
-                ctmp.as_ptr(),
-                self.fd.as_raw_fd(),
-                cname.as_ptr(),
-            )
-        };
-        if r < 0 {
-            let e = std::io::Error::last_os_error();
-            self.unlink_quiet(&tmp);
-            return Err(e).with_context(|| format!("renaming into {}", self.path_of(name)));
-        }
-        self.sync()
+        self.commit_tmp(&tmp, &ctmp, name)
     }
 
     /// Atomically make `name` a symlink to `target` (restoring a removed link).
@@ -385,22 +370,7 @@ impl Dir {
                 libc::AT_SYMLINK_NOFOLLOW,
             );
         }
-        let cname = self.name(name)?;
-        // SAFETY: valid pointers.
-        let r = unsafe {
-            libc::renameat(
-                self.fd.as_raw_fd(),
-                ctmp.as_ptr(),
-                self.fd.as_raw_fd(),
-                cname.as_ptr(),
-            )
-        };
-        if r < 0 {
-            let e = std::io::Error::last_os_error();
-            self.unlink_quiet(&tmp);
-            return Err(e).with_context(|| format!("renaming into {}", self.path_of(name)));
-        }
-        self.sync()
+        self.commit_tmp(&tmp, &ctmp, name)
     }
 
     /// Remove `name` (a file or symlink); absent is fine.
@@ -412,6 +382,27 @@ impl Dir {
             if e.raw_os_error() != Some(libc::ENOENT) {
                 return Err(e).with_context(|| format!("removing {}", self.path_of(name)));
             }
+        }
+        self.sync()
+    }
+
+    /// Rename the temp entry `tmp` over `name` in this directory and fsync the directory; the temp entry is
+    /// removed when the rename fails.
+    fn commit_tmp(&self, tmp: &str, ctmp: &CString, name: &str) -> Result<()> {
+        let cname = self.name(name)?;
+        // SAFETY: valid dirfd and NUL-terminated paths.
+        let r = unsafe {
+            libc::renameat(
+                self.fd.as_raw_fd(),
+                ctmp.as_ptr(),
+                self.fd.as_raw_fd(),
+                cname.as_ptr(),
+            )
+        };
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            self.unlink_quiet(tmp);
+            return Err(e).with_context(|| format!("renaming into {}", self.path_of(name)));
         }
         self.sync()
     }
