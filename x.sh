@@ -9,7 +9,7 @@ cd "$(dirname "$0")"
 
 APT_PKGS=(debootstrap lintian grub-common e2fsprogs dosfstools lvm2 fdisk gdisk cpio zstd lz4 xz-utils bzip2
           musl-tools util-linux kmod initramfs-tools-core fakeroot dpkg-dev file binutils systemd groff-base
-          systemd-container netplan.io xfsprogs btrfs-progs cryptsetup-bin qemu-utils openssl)
+          systemd-container netplan.io xfsprogs btrfs-progs cryptsetup-bin qemu-utils openssl openssh-client python3)
 
 setup() {
     local missing=()
@@ -21,6 +21,21 @@ setup() {
         export DEBIAN_FRONTEND=noninteractive
         apt-get update -q
         apt-get install -y -q --no-install-recommends "${missing[@]}"
+    fi
+    # The end-to-end test boots guests with qemu-system-x86. Debian 12's qemu-system-x86 (7.2) breaks
+    # a newer qemu-utils from backports, so both are installed together at the same version (7.2 reads
+    # and checks zstd qcow2; `apt-get install qemu-system-x86` alone would remove qemu-img instead).
+    if ! dpkg-query -W -f='${Status}' qemu-system-x86 2>/dev/null | grep -q "install ok installed"; then
+        export DEBIAN_FRONTEND=noninteractive
+        local v
+        v=$(apt-cache policy qemu-system-x86 | awk '/Candidate:/ {print $2}')
+        if [ -z "$v" ] || [ "$v" = "(none)" ]; then
+            apt-get update -q
+            v=$(apt-cache policy qemu-system-x86 | awk '/Candidate:/ {print $2}')
+        fi
+        echo "x.sh: installing qemu-system-x86 and qemu-utils $v" >&2
+        apt-get install -y -q --no-install-recommends --allow-downgrades \
+            qemu-system-x86 "qemu-utils=$v" ipxe-qemu seabios
     fi
     if ! rustup target list --installed 2>/dev/null | grep -q x86_64-unknown-linux-musl; then
         rustup target add x86_64-unknown-linux-musl

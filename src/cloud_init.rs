@@ -617,6 +617,26 @@ fn check_installed(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
                  cloud_init_deb to use apt-get), then run the audit again."
             ))]);
     }
+    // A directory holds cloud-init and the dependencies the guest lacks (an offline guest cannot fetch
+    // them): every .deb in it is installed in one transaction.
+    let debs = if ctx.root.is_dir(deb) {
+        let d = ctx.root.files_in(deb, |n| n.ends_with(".deb"))?;
+        if d.is_empty() {
+            return Ok(vec![f
+                .evidence(Evidence::file(
+                    deb,
+                    "configured in [fix] cloud_init_deb but the directory holds no .deb file",
+                ))
+                .remediation(format!(
+                    "Put cloud-init's .deb and those of its missing dependencies (e.g. from \
+                     `apt-get install --download-only cloud-init` on a machine of the same release) in \
+                     {deb}, then run the audit again."
+                ))]);
+        }
+        d
+    } else {
+        vec![deb.to_string()]
+    };
     // apt installs a local .deb (resolving dependencies from its cache) since apt 1.1; older apt needs dpkg.
     let apt_local = ctx
         .facts
@@ -624,12 +644,18 @@ fn check_installed(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
         .get("apt")
         .map(|p| apt_supports_local_deb(&p.version))
         .unwrap_or(true);
+    let argv = |head: &[&'static str]| -> Vec<&str> {
+        head.iter()
+            .copied()
+            .chain(debs.iter().map(String::as_str))
+            .collect()
+    };
     let mut fix = Fix::default();
     if apt_local {
         fix = fix.command(PlannedCommand::new(
             Phase::Pre,
             order::INSTALL_PACKAGES,
-            &["apt-get", "install", "-y", deb],
+            &argv(&["apt-get", "install", "-y"]),
             "install cloud-init from the local .deb configured in [fix] cloud_init_deb",
         ));
     } else {
@@ -637,7 +663,7 @@ fn check_installed(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
             .command(PlannedCommand::new(
                 Phase::Pre,
                 order::INSTALL_PACKAGES,
-                &["dpkg", "-i", deb],
+                &argv(&["dpkg", "-i"]),
                 "install cloud-init from the local .deb (this apt predates local .deb installs)",
             ))
             .command(PlannedCommand::new(
@@ -648,7 +674,7 @@ fn check_installed(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
             ));
     }
     Ok(vec![f
-        .remediation(format!("apt-get install -y {deb}"))
+        .remediation(format!("apt-get install -y {}", debs.join(" ")))
         .fix(fix)])
 }
 

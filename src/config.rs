@@ -68,7 +68,8 @@ pub struct ChecksConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct FixConfig {
-    /// Guest path of a cloud-init .deb to install when the guest has no network (empty: use apt-get).
+    /// Guest path of a cloud-init .deb to install when the guest has no network (empty: use apt-get),
+    /// or of a directory whose .deb files (cloud-init and its missing dependencies) are installed at once.
     pub cloud_init_deb: String,
     /// Remove the old hypervisor's guest tools on the first boot in the cloud.
     pub remove_hypervisor_tools: bool,

@@ -283,6 +283,24 @@ fn timeout_dropin(target: &str) -> String {
     format!("/etc/systemd/system/{target}.d/{DROPIN_NAME}")
 }
 
+/// The drop-in that keeps an export file's directory mounted until the pre-migration unit has stopped
+/// (None for a device or an unusable path).
+pub fn export_mount_dropin(output: &str) -> Option<String> {
+    if !output.starts_with('/') || output.starts_with("/dev/") {
+        return None;
+    }
+    let dir = Path::new(output).parent()?.to_str()?;
+    // systemd unit-file values: specifiers start with %, and a path with blanks would split.
+    if dir.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return None;
+    }
+    Some(format!(
+        "# Written by `cloudprep arm`, removed by `cloudprep disarm`: the export target's file system\n\
+         # stays mounted until the pre-migration export is done.\n[Unit]\nRequiresMountsFor={}\n",
+        dir.replace('%', "%%")
+    ))
+}
+
 pub const TIMEOUT_DROPIN_TEXT: &str = "# Written by `cloudprep arm`, removed by `cloudprep disarm`: the pre-migration export\n\
 # runs during this shutdown and may take longer than the default 30 minutes.\n[Unit]\nJobTimeoutSec=infinity\n";
 
@@ -321,6 +339,15 @@ pub fn cmd_arm(g: &Global, a: &ArmArgs) -> Result<i32> {
     write_guest(&root, PREMIGRATE_MARKER, &state.render()?)?;
     for t in SHUTDOWN_TARGETS {
         write_guest(&root, &timeout_dropin(t), TIMEOUT_DROPIN_TEXT)?;
+    }
+    // A file target lives on a mounted file system that the shutdown unmounts: order the unit after
+    // that mount so the mount is still there while ExecStop= exports.
+    let export_dropin = timeout_dropin(PREMIGRATE_UNIT);
+    match args.as_ref().and_then(|ea| export_mount_dropin(&ea.output)) {
+        Some(text) => write_guest(&root, &export_dropin, &text)?,
+        None => {
+            remove_guest(&root, &export_dropin)?;
+        }
     }
     enable_unit(&root, PREMIGRATE_UNIT)?;
     let started = if systemd_running(&root) {
@@ -374,7 +401,7 @@ pub fn cmd_disarm(g: &Global) -> Result<i32> {
 /// Remove the marker, the timeout drop-ins and the enablement. Returns whether anything was armed.
 pub fn disarm_premigrate(root: &Root) -> Result<bool> {
     let mut was = remove_guest(root, PREMIGRATE_MARKER)?;
-    for t in SHUTDOWN_TARGETS {
+    for t in SHUTDOWN_TARGETS.iter().chain([&PREMIGRATE_UNIT]) {
         let d = timeout_dropin(t);
         remove_guest(root, &d)?;
         // Drop the directory if it is now empty (we created it).
@@ -570,10 +597,15 @@ pub fn premigrate(g: &Global, root: &Root) -> Result<i32> {
     );
     let ready = code < 2;
     if ready {
+        let uuid = if root.is_live() {
+            product_uuid(Path::new(DMI_PRODUCT_UUID))
+        } else {
+            None
+        };
         write_guest(
             root,
             FIRSTBOOT_MARKER,
-            &format!("# Written by `cloudprep premigrate` at {}: cloudprep-firstboot.service runs once on the first boot in the cloud.\n", summary.started_at),
+            &firstboot_marker(summary.started_at, uuid.as_deref()),
         )?;
         match enable_unit(root, FIRSTBOOT_UNIT) {
             Ok(()) => summary.firstboot_armed = true,
@@ -728,11 +760,69 @@ struct FirstbootSteps {
     hypervisor_tools: String,
 }
 
+/// The machine's DMI system UUID (the hypervisor's VM id; the instance id in OpenStack), when it means
+/// something: absent, unreadable, all-zero and all-F values (hypervisors that set none) give None.
+pub fn product_uuid(path: &Path) -> Option<String> {
+    let t = std::fs::read_to_string(path).ok()?;
+    let u = t.trim().to_ascii_lowercase();
+    let hex: String = u.chars().filter(|c| *c != '-').collect();
+    if hex.len() != 32
+        || !hex.chars().all(|c| c.is_ascii_hexdigit())
+        || hex.chars().all(|c| c == '0')
+        || hex.chars().all(|c| c == 'f')
+    {
+        return None;
+    }
+    Some(u)
+}
+
+pub const DMI_PRODUCT_UUID: &str = "/sys/class/dmi/id/product_uuid";
+
+/// The first-boot marker: when written on a live machine it names that machine (its DMI UUID), so the
+/// first-boot unit does nothing if the prepared source VM is powered on again on its old hypervisor.
+pub fn firstboot_marker(at: u64, source_uuid: Option<&str>) -> String {
+    let mut m = format!(
+        "# Written by `cloudprep premigrate` at {at}: cloudprep-firstboot.service runs once on the first \
+         boot in the cloud.\n"
+    );
+    if let Some(u) = source_uuid {
+        m.push_str(&format!(
+            "# The machine prepared (DMI product UUID): the first boot does nothing while it is this one.\n\
+             source_product_uuid = \"{u}\"\n"
+        ));
+    }
+    m
+}
+
+/// The source machine's UUID recorded in a first-boot marker (None for markers without one).
+pub fn marker_source_uuid(marker: &str) -> Option<String> {
+    marker.lines().find_map(|l| {
+        let (k, v) = l.split_once('=')?;
+        (k.trim() == "source_product_uuid")
+            .then(|| v.trim().trim_matches('"').to_ascii_lowercase())
+            .filter(|v| !v.is_empty())
+    })
+}
+
 pub fn cmd_firstboot(g: &Global) -> Result<i32> {
     let root = Root::new(&g.root)?;
-    if !root.exists(FIRSTBOOT_MARKER) {
+    let Some(marker) = root.read_text(FIRSTBOOT_MARKER)? else {
         println!("cloudprep firstboot: nothing to do ({FIRSTBOOT_MARKER} is absent)");
         return Ok(EXIT_OK);
+    };
+    if root.is_live() {
+        if let (Some(src), Some(now)) = (
+            marker_source_uuid(&marker),
+            product_uuid(Path::new(DMI_PRODUCT_UUID)),
+        ) {
+            if src == now {
+                println!(
+                    "cloudprep firstboot: this is still the machine prepared for the migration (DMI \
+                     product UUID {now}), not its copy in the cloud: nothing done, stays armed"
+                );
+                return Ok(EXIT_OK);
+            }
+        }
     }
     let config = Config::load(&root, g.config.as_deref())?;
     let facts = crate::facts::Facts::gather(&root);
@@ -1055,6 +1145,59 @@ mod tests {
         assert!(premigrate_guard(false, "stopping", ShutdownKind::PowerOff)
             .unwrap_err()
             .contains("not armed"));
+    }
+
+    #[test]
+    fn product_uuid_only_when_meaningful() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("product_uuid");
+        assert_eq!(product_uuid(&p), None);
+        for (text, want) in [
+            (
+                "564D1A2B-3C4D-5E6F-7081-92A3B4C5D6E7\n",
+                Some("564d1a2b-3c4d-5e6f-7081-92a3b4c5d6e7"),
+            ),
+            ("00000000-0000-0000-0000-000000000000\n", None),
+            ("FFFFFFFF-FFFF-FFFF-FFFF-FFFFFFFFFFFF", None),
+            ("Not Settable\n", None),
+            ("", None),
+        ] {
+            std::fs::write(&p, text).unwrap();
+            assert_eq!(product_uuid(&p).as_deref(), want, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn firstboot_marker_names_the_source_machine() {
+        let u = "564d1a2b-3c4d-5e6f-7081-92a3b4c5d6e7";
+        let m = firstboot_marker(1700000000, Some(u));
+        assert_eq!(marker_source_uuid(&m).as_deref(), Some(u));
+        assert!(m.starts_with("# Written by `cloudprep premigrate` at 1700000000"));
+        let m = firstboot_marker(1, None);
+        assert_eq!(marker_source_uuid(&m), None);
+        // Markers of earlier versions (a comment only) and hand-written ones.
+        assert_eq!(marker_source_uuid("# test\n"), None);
+        assert_eq!(
+            marker_source_uuid("source_product_uuid = \"ABC\"\r\n").as_deref(),
+            Some("abc")
+        );
+        assert_eq!(marker_source_uuid("source_product_uuid = \"\"\n"), None);
+    }
+
+    #[test]
+    fn export_target_mount_is_kept() {
+        let d = export_mount_dropin("/mnt/export/disk.qcow2").unwrap();
+        assert!(d.contains("[Unit]\nRequiresMountsFor=/mnt/export\n"), "{d}");
+        assert!(export_mount_dropin("/srv/100%/x.raw")
+            .unwrap()
+            .contains("RequiresMountsFor=/srv/100%%\n"));
+        assert_eq!(export_mount_dropin("/dev/sdb"), None);
+        assert_eq!(export_mount_dropin("relative.raw"), None);
+        assert_eq!(export_mount_dropin("/mnt/with space/x.raw"), None);
+        assert_eq!(
+            export_mount_dropin("/x.raw").unwrap().lines().last(),
+            Some("RequiresMountsFor=/")
+        );
     }
 
     #[test]

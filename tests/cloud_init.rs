@@ -128,6 +128,38 @@ fn fresh_bookworm_needs_cloud_init() {
         "-y".into(),
         "/root/cloud-init_22.4.2-1_all.deb".into()
     ]));
+
+    // A directory (cloud-init plus the dependencies an offline guest lacks): an empty one is reported,
+    // otherwise every .deb in it goes to one apt-get transaction, sorted; other files are ignored.
+    g.write(
+        "/etc/cloudprep/cloudprep.toml",
+        "[fix]\ncloud_init_deb = \"/root/offline-debs\"\n",
+    );
+    g.write("/root/offline-debs/README", "not a package\n");
+    let (_, v) = g.audit_json(&[]);
+    assert!(has_evidence(
+        &v,
+        "cloud-init.installed",
+        "/root/offline-debs",
+        None
+    ));
+    assert!(!command_argv(&v).iter().any(|c| c[0] == "apt-get"));
+    g.write(
+        "/root/offline-debs/python3-yaml_6.0-3_amd64.deb",
+        "!<arch>\n",
+    );
+    g.write(
+        "/root/offline-debs/cloud-init_22.4.2-1_all.deb",
+        "!<arch>\n",
+    );
+    let (_, v) = g.audit_json(&[]);
+    assert!(command_argv(&v).contains(&vec![
+        "apt-get".to_string(),
+        "install".into(),
+        "-y".into(),
+        "/root/offline-debs/cloud-init_22.4.2-1_all.deb".into(),
+        "/root/offline-debs/python3-yaml_6.0-3_amd64.deb".into(),
+    ]));
 }
 
 #[test]

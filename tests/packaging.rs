@@ -301,7 +301,7 @@ fn units_verify_and_are_never_enabled_by_the_package() {
         )
     ));
     let fb = std::fs::read_to_string(repo().join("systemd").join(FIRSTBOOT)).unwrap();
-    assert!(has(&fb, "ConditionVirtualization=kvm"));
+    assert!(has(&fb, "ConditionVirtualization=vm"));
     assert!(has(
         &fb,
         &format!(

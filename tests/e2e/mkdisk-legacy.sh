@@ -3,10 +3,23 @@
 # GRUB in the MBR, fstab and grub.cfg naming /dev/sda1, GRUB_DISABLE_LINUX_UUID=true, a static IP on eth0,
 # 70-persistent-net.rules pinning the old NIC's MAC, an initramfs with only IDE/SATA drivers (MODULES=list),
 # no cloud-init.
-#   tests/e2e/mkdisk-legacy.sh IMAGE MAC [DEB...]
-# DEBs are copied into the guest's /root (for the pre-migration stage). Needs root and loop devices.
+#   tests/e2e/mkdisk-legacy.sh IMAGE MAC [--root-key PUBKEY] [--offline-cloud-init] [DEB...]
+# DEBs are copied into the guest's /root (for the pre-migration stage). --root-key authorizes an SSH key
+# for root (the operator's access on the old hypervisor). --offline-cloud-init puts cloud-init's .deb and
+# those of the dependencies the guest lacks into /root/offline-debs (fetched once from the host's Debian
+# mirror inside the guest's chroot, cached beside the debootstrap tarballs): the guest itself never has
+# network access. Needs root and loop devices.
 set -euo pipefail
 img=$1 mac=$2; shift 2
+root_key="" offline=0
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --root-key) root_key=$2; shift 2 ;;
+        --offline-cloud-init) offline=1; shift ;;
+        *) break ;;
+    esac
+done
+cache=${CLOUDPREP_CACHE:-/var/cache/cloudprep-tests}
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 work=$(mktemp -d /var/tmp/cloudprep-e2e-mk.XXXXXX)
@@ -103,5 +116,33 @@ menuentry 'Debian GNU/Linux (legacy)' {
 GRUB
 echo "(hd0)	/dev/sda" > "$r/boot/grub/device.map"
 for d in "$@"; do cp "$d" "$r/root/"; done
+if [ -n "$root_key" ]; then
+    install -d -m 700 "$r/root/.ssh"
+    install -m 600 "$root_key" "$r/root/.ssh/authorized_keys"
+fi
+if [ "$offline" = 1 ]; then
+    debs="$cache/offline-debs-bookworm-cloud-init"
+    if ! ls "$debs"/cloud-init_*.deb >/dev/null 2>&1; then
+        # The host's Debian mirror, as scripts/mkroot.sh finds it (sources.list may not exist).
+        mirror=$( { grep -rhoE '^(deb|URIs:)\s+\S*https?://[^ ]+/debian/?' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null || true; } \
+            | { grep -v security || true; } | head -n1 | sed -E 's/^(deb|URIs:)\s+//; s/\[[^]]*\]\s*//')
+        [ -n "$mirror" ] || { echo "mkdisk-legacy: no Debian mirror in the host's apt sources" >&2; exit 1; }
+        sl="$r/etc/apt/sources.list"
+        cp -a "$sl" "$work/sources.list.orig" 2>/dev/null || true
+        echo "deb $mirror bookworm main" > "$sl"
+        rm -f "$r/var/cache/apt/archives/"*.deb
+        chroot "$r" env DEBIAN_FRONTEND=noninteractive LC_ALL=C sh -c \
+            'apt-get update -q && apt-get install -y -q --download-only --no-install-recommends cloud-init' >"$work/apt.log" 2>&1 \
+            || { tail -n 30 "$work/apt.log" >&2; exit 1; }
+        mkdir -p "$debs.tmp"
+        mv "$r/var/cache/apt/archives/"*.deb "$debs.tmp/"
+        rm -rf "$debs"; mv "$debs.tmp" "$debs"
+        if [ -e "$work/sources.list.orig" ]; then cp -a "$work/sources.list.orig" "$sl"; else rm -f "$sl"; fi
+        # The guest is offline: no package lists, as mkroot leaves it.
+        rm -rf "$r/var/lib/apt/lists/"*_Packages "$r/var/lib/apt/lists/"*_InRelease "$r/var/lib/apt/lists/"*_Release*
+    fi
+    mkdir -p "$r/root/offline-debs"
+    cp "$debs"/*.deb "$r/root/offline-debs/"
+fi
 sync
 echo "mkdisk-legacy: $img ready (kernel $k, MAC $mac)"
