@@ -154,6 +154,12 @@ pub enum Compression {
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Digest {
+    Sha256,
+    None,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Consistency {
     Freeze,
     Readonly,
@@ -182,6 +188,10 @@ pub struct ExportArgs {
     /// Do not skip free filesystem blocks and unused swap (copy every allocated byte).
     #[arg(long)]
     pub no_fs_skip: bool,
+    /// Digest of the guest-visible disk content in the summary. SHA-256 sees every byte of the disk,
+    /// zeros included (about 1.4 GB/s on one core with SHA-NI): `none` skips it.
+    #[arg(long, value_enum, default_value_t = Digest::Sha256)]
+    pub digest: Digest,
     /// Output file, or `-` for standard output (raw, or qcow2 after an allocation pass).
     #[arg(long, short)]
     pub output: String,

@@ -138,6 +138,7 @@ pub fn export_args(e: &ExportConfig) -> Result<Option<ExportArgs>> {
         threads: None,
         verify: false,
         no_fs_skip: false,
+        digest: crate::cli::Digest::Sha256,
         output: e.output.clone(),
     }))
 }

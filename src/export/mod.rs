@@ -27,7 +27,7 @@ pub mod raw;
 pub mod source;
 pub mod swap;
 
-use crate::cli::{Compression, Consistency, ExportArgs, Global, ImageFormat};
+use crate::cli::{Compression, Consistency, Digest, ExportArgs, Global, ImageFormat};
 use anyhow::{bail, Context, Result};
 use pipeline::Sink as _;
 use std::io::Write;
@@ -57,7 +57,7 @@ pub struct ExportSummary {
     pub bytes_skipped_free: u64,
     pub bytes_zero: u64,
     pub bytes_written: u64,
-    /// SHA-256 of the guest-visible disk content (hex).
+    /// SHA-256 of the guest-visible disk content (hex); empty when not computed (`--digest none`).
     pub sha256: String,
     pub seconds: f64,
     pub consistency: String,
@@ -67,7 +67,7 @@ impl ExportSummary {
     pub fn render(&self) -> String {
         use progress::human;
         format!(
-            "disk size      {} ({} bytes)\nread           {}\nskipped (free) {}\nzero           {}\nwritten        {}\ntime           {:.1} s\nconsistency    {}\nsha256         {}\n",
+            "disk size      {} ({} bytes)\nread           {}\nskipped (free) {}\nzero           {}\nwritten        {}\ntime           {:.1} s\nconsistency    {}\n{}\n",
             human(self.virtual_size),
             self.virtual_size,
             human(self.bytes_read),
@@ -76,7 +76,11 @@ impl ExportSummary {
             human(self.bytes_written),
             self.seconds,
             self.consistency,
-            self.sha256
+            if self.sha256.is_empty() {
+                "digest         not computed (--digest none)".to_string()
+            } else {
+                format!("sha256         {}", self.sha256)
+            }
         )
     }
 }
@@ -135,6 +139,42 @@ fn prepare(
     Ok((src, guard, label))
 }
 
+/// What one pass of the pipeline reads and how it encodes.
+struct Copy<'a> {
+    src: &'a source::Source,
+    fs_skip: bool,
+    compress: Compression,
+    threads: usize,
+}
+
+impl Copy<'_> {
+    /// Read the whole source once into `sink` (the layout of free blocks is inspected anew for each
+    /// pass); `digest`: compute the SHA-256 of the guest content.
+    fn pass(
+        &self,
+        sink: &mut dyn pipeline::Sink,
+        prog: &mut progress::Progress,
+        digest: bool,
+    ) -> Result<pipeline::Totals> {
+        let t = std::time::Instant::now();
+        let mut layout = layout_for(self.src, self.fs_skip)?;
+        log::debug!(
+            "export: layout inspected in {:.2} s",
+            t.elapsed().as_secs_f64()
+        );
+        pipeline::run(
+            &self.src.file,
+            &mut layout,
+            self.src.size,
+            self.compress,
+            self.threads,
+            sink,
+            prog,
+            digest,
+        )
+    }
+}
+
 fn layout_for(src: &source::Source, fs_skip: bool) -> Result<layout::Layout> {
     let l = if fs_skip {
         layout::Layout::inspect(&src.file, src.size)?
@@ -150,12 +190,13 @@ fn layout_for(src: &source::Source, fs_skip: bool) -> Result<layout::Layout> {
 /// Export to a writer that cannot seek (a pipe, an HTTP body). Raw streams directly; qcow2 needs an
 /// allocation pass first to lay out its metadata (uncompressed only).
 pub fn export_stream(opts: &StreamOptions, out: &mut dyn Write) -> Result<ExportSummary> {
-    export_stream_root(opts, Path::new("/"), out)
+    export_stream_root(opts, Path::new("/"), true, out)
 }
 
 fn export_stream_root(
     opts: &StreamOptions,
     root: &Path,
+    digest: bool,
     out: &mut dyn Write,
 ) -> Result<ExportSummary> {
     if opts.format == ImageFormat::Qcow2 && opts.compress != Compression::None {
@@ -166,22 +207,17 @@ fn export_stream_root(
     }
     freeze::install_handlers();
     let (src, guard, label) = prepare(&opts.source, root, opts.consistency)?;
-    let mut layout = layout_for(&src, opts.fs_skip)?;
-    let n = threads(opts.threads);
     let mut prog = progress::Progress::new(src.size, false);
+    let copy = Copy {
+        src: &src,
+        fs_skip: opts.fs_skip,
+        compress: Compression::None,
+        threads: threads(opts.threads),
+    };
     let totals = match opts.format {
         ImageFormat::Raw => {
             let mut sink = raw::RawStream::new(out);
-            let t = pipeline::run(
-                &src.file,
-                &mut layout,
-                src.size,
-                Compression::None,
-                n,
-                &mut sink,
-                &mut prog,
-                true,
-            )?;
+            let t = copy.pass(&mut sink, &mut prog, digest)?;
             (t, sink.written())
         }
         ImageFormat::Qcow2 => {
@@ -189,29 +225,13 @@ fn export_stream_root(
             let mut map = qcow2::MapSink {
                 map: qcow2::AllocMap::new(src.size),
             };
-            let mut quiet = progress::Progress::new(src.size, true);
-            pipeline::run(
-                &src.file,
-                &mut layout,
-                src.size,
-                Compression::None,
-                n,
+            copy.pass(
                 &mut map,
-                &mut quiet,
+                &mut progress::Progress::new(src.size, true),
                 false,
             )?;
-            let mut layout = layout_for(&src, opts.fs_skip)?;
             let mut sink = qcow2::Qcow2Stream::new(out, src.size, map.map)?;
-            let t = pipeline::run(
-                &src.file,
-                &mut layout,
-                src.size,
-                Compression::None,
-                n,
-                &mut sink,
-                &mut prog,
-                true,
-            )?;
+            let t = copy.pass(&mut sink, &mut prog, digest)?;
             (t, sink.written())
         }
     };
@@ -250,6 +270,10 @@ pub fn cmd_export(g: &Global, a: &ExportArgs) -> Result<i32> {
         threads: a.threads,
         fs_skip: !a.no_fs_skip,
     };
+    let digest = a.digest == Digest::Sha256;
+    if a.verify && !digest {
+        bail!("--verify compares digests: it cannot be combined with --digest none");
+    }
     if a.format == ImageFormat::Raw && a.compress != Compression::None {
         bail!("--compress applies to qcow2 only");
     }
@@ -259,7 +283,7 @@ pub fn cmd_export(g: &Global, a: &ExportArgs) -> Result<i32> {
         }
         let stdout = std::io::stdout();
         let mut lock = stdout.lock();
-        let s = export_stream_root(&opts, &g.root, &mut lock)?;
+        let s = export_stream_root(&opts, &g.root, digest, &mut lock)?;
         lock.flush()?;
         eprint!("{}", s.render());
         return Ok(crate::cli::EXIT_OK);
@@ -290,52 +314,37 @@ pub fn cmd_export(g: &Global, a: &ExportArgs) -> Result<i32> {
         .with_context(|| format!("creating {}", tmp_path.display()))?;
     let mut tmp = TempFile(Some(tmp_path.clone()));
     freeze::set_temp(Some(tmp_path.clone()));
-    let mut layout = layout_for(&src, opts.fs_skip)?;
-    let n = threads(opts.threads);
     let mut prog = progress::Progress::new(src.size, false);
-    let (t, file, written) = match a.format {
-        ImageFormat::Raw => {
-            let mut sink = raw::RawFile::new(file, src.size);
-            let t = pipeline::run(
-                &src.file,
-                &mut layout,
-                src.size,
-                Compression::None,
-                n,
-                &mut sink,
-                &mut prog,
-                true,
-            )?;
-            let w = pipeline::Sink::written(&sink);
-            (t, sink.file, w)
-        }
-        ImageFormat::Qcow2 => {
-            let f2 = file.try_clone()?;
-            let mut sink = qcow2::Qcow2File::new(file, src.size, a.compress)?;
-            let t = pipeline::run(
-                &src.file,
-                &mut layout,
-                src.size,
-                a.compress,
-                n,
-                &mut sink,
-                &mut prog,
-                true,
-            )?;
-            let w = pipeline::Sink::written(&sink);
-            (t, f2, w)
-        }
+    let copy = Copy {
+        src: &src,
+        fs_skip: opts.fs_skip,
+        compress: a.compress,
+        threads: threads(opts.threads),
     };
+    let out_file = file.try_clone()?;
+    let mut sink: Box<dyn pipeline::Sink> = match a.format {
+        ImageFormat::Raw => Box::new(raw::RawFile::new(file, src.size)),
+        ImageFormat::Qcow2 => Box::new(qcow2::Qcow2File::new(file, src.size, a.compress)?),
+    };
+    let totals = copy.pass(sink.as_mut(), &mut prog, digest)?;
+    let written = sink.written();
+    drop(sink);
+    let file = out_file;
     drop(guard);
+    let t = std::time::Instant::now();
     file.sync_all().context("syncing the output")?;
+    log::debug!(
+        "export: output synced in {:.2} s",
+        t.elapsed().as_secs_f64()
+    );
     let secs = prog.elapsed();
     let summary = ExportSummary {
         virtual_size: src.size,
-        bytes_read: t.read,
-        bytes_skipped_free: t.free,
-        bytes_zero: t.zero,
+        bytes_read: totals.read,
+        bytes_skipped_free: totals.free,
+        bytes_zero: totals.zero,
         bytes_written: written,
-        sha256: t.sha256,
+        sha256: totals.sha256,
         seconds: secs,
         consistency: label,
     };

@@ -102,8 +102,6 @@ pub struct Qcow2File {
     region: Option<(u64, u64, Vec<u16>)>,
     l2: Option<(u64, u64, Vec<u64>)>,
     pack: Option<u64>,
-    wbuf: Vec<u8>,
-    wbuf_off: u64,
     written: u64,
     guest_cluster: u64,
 }
@@ -133,8 +131,6 @@ impl Qcow2File {
             region: None,
             l2: None,
             pack: None,
-            wbuf: Vec::with_capacity(1 << 20),
-            wbuf_off: 0,
             written: 0,
             guest_cluster: 0,
         })
@@ -215,30 +211,6 @@ impl Qcow2File {
         Ok(c * C)
     }
 
-    fn write(&mut self, off: u64, data: &[u8]) -> Result<()> {
-        if !self.wbuf.is_empty()
-            && (off != self.wbuf_off + self.wbuf.len() as u64 || self.wbuf.len() >= 1 << 20)
-        {
-            self.flush()?;
-        }
-        if self.wbuf.is_empty() {
-            self.wbuf_off = off;
-        }
-        self.wbuf.extend_from_slice(data);
-        Ok(())
-    }
-
-    fn flush(&mut self) -> Result<()> {
-        if !self.wbuf.is_empty() {
-            self.file
-                .write_all_at(&self.wbuf, self.wbuf_off)
-                .context("writing the qcow2 image")?;
-            self.written += self.wbuf.len() as u64;
-            self.wbuf.clear();
-        }
-        Ok(())
-    }
-
     fn flush_l2(&mut self) -> Result<()> {
         if let Some((_, off, t)) = self.l2.take() {
             self.file
@@ -268,6 +240,8 @@ impl Sink for Qcow2File {
             c.offset / C == self.guest_cluster,
             "internal: chunks out of order"
         );
+        // The chunk's data goes out straight from its buffers: contiguous host runs, one pwritev each.
+        let mut pieces: Vec<(u64, &[u8])> = Vec::with_capacity(e.clusters.len());
         for (i, enc) in e.clusters.iter().enumerate() {
             let k = self.guest_cluster + i as u64;
             let data = &c.data()[i * CLUSTER..(i + 1) * CLUSTER];
@@ -276,23 +250,36 @@ impl Sink for Qcow2File {
                 Enc::Plain => {
                     self.entry(k)?;
                     let h = self.alloc_cluster()?;
-                    self.write(h * C, data)?;
+                    pieces.push((h * C, data));
                     *self.entry(k)? = (h * C) | COPIED;
                 }
                 Enc::Packed(v) => {
                     self.entry(k)?;
                     let off = self.place(v.len() as u64)?;
-                    self.write(off, v)?;
+                    pieces.push((off, v));
                     *self.entry(k)? = compressed_entry(off, v.len() as u64);
                 }
             }
         }
         self.guest_cluster += e.clusters.len() as u64;
+        let mut i = 0;
+        while i < pieces.len() {
+            let start = pieces[i].0;
+            let mut end = start + pieces[i].1.len() as u64;
+            let mut j = i + 1;
+            while j < pieces.len() && pieces[j].0 == end {
+                end += pieces[j].1.len() as u64;
+                j += 1;
+            }
+            let bufs: Vec<&[u8]> = pieces[i..j].iter().map(|p| p.1).collect();
+            pwritev_all(&self.file, &bufs, start).context("writing the qcow2 image")?;
+            self.written += end - start;
+            i = j;
+        }
         Ok(())
     }
 
     fn finish(&mut self) -> Result<()> {
-        self.flush()?;
         self.flush_l2()?;
         if self.region.is_none() {
             // Nothing allocated: region 0 still needs its refcount block.
@@ -320,8 +307,59 @@ impl Sink for Qcow2File {
     }
 
     fn written(&self) -> u64 {
-        self.written + self.wbuf.len() as u64
+        self.written
     }
+}
+
+/// Write all of `bufs` (in order) at `off`, in as few `pwritev` calls as the kernel allows.
+pub fn pwritev_all(f: &File, bufs: &[&[u8]], mut off: u64) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let mut iov: Vec<libc::iovec> = bufs
+        .iter()
+        .filter(|b| !b.is_empty())
+        .map(|b| libc::iovec {
+            iov_base: b.as_ptr() as *mut libc::c_void,
+            iov_len: b.len(),
+        })
+        .collect();
+    let mut first = 0;
+    while first < iov.len() {
+        let n = iov.len().min(first + 1024);
+        // SAFETY: the iovecs point into `bufs`, which outlive the call; the kernel only reads them.
+        let r = unsafe {
+            libc::pwritev(
+                f.as_raw_fd(),
+                iov[first..n].as_ptr(),
+                (n - first) as libc::c_int,
+                off as libc::off_t,
+            )
+        };
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if r == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        let mut r = r as usize;
+        off += r as u64;
+        while r > 0 {
+            let v = &mut iov[first];
+            if r >= v.iov_len {
+                r -= v.iov_len;
+                first += 1;
+            } else {
+                // SAFETY: advancing within the same buffer.
+                v.iov_base = unsafe { (v.iov_base as *mut u8).add(r) } as *mut libc::c_void;
+                v.iov_len -= r;
+                r = 0;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Which guest clusters hold data (the allocation pass for streaming).
