@@ -89,6 +89,14 @@ pub fn checks() -> Vec<Check> {
             check_stale_instance
         ),
         check!(
+            "cloud-init.etc-hosts",
+            "the hostname from the metadata resolves locally",
+            CloudInit,
+            Warning,
+            true,
+            check_etc_hosts
+        ),
+        check!(
             "cloud-init.locale",
             "cloud-init's locale module can run",
             CloudInit,
@@ -1015,9 +1023,63 @@ fn check_leftovers(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
     Ok(out)
 }
 
+/// The instance cloud-init set up during this boot, from its run-time records in /run (a tmpfs: present
+/// only on a running system where cloud-init ran): `(instance id, datasource)`, e.g. `("i-0ab", "Ec2")`.
+pub fn current_instance(instance_data: &str, result: &str) -> Option<(String, String)> {
+    let data: serde_json::Value = serde_json::from_str(instance_data).ok()?;
+    let res: serde_json::Value = serde_json::from_str(result).ok()?;
+    let iid = data.get("v1")?.get("instance_id")?.as_str()?.to_string();
+    // result.json (after the final stage) has v1.errors; status.json (updated by every stage, so already
+    // there for units ordered after cloud-init.service) has v1.<stage>.errors.
+    let v1 = res.get("v1")?.as_object()?;
+    let failed = match v1.get("errors") {
+        Some(e) => !e.as_array()?.is_empty(),
+        None => v1.values().any(|st| {
+            st.get("errors")
+                .and_then(|e| e.as_array())
+                .is_some_and(|e| !e.is_empty())
+        }),
+    };
+    if failed {
+        return None;
+    }
+    // "DataSourceEc2", "DataSourceEc2Local", "DataSourceOpenStack [net,ver=2]", ...
+    let ds = res.get("v1")?.get("datasource")?.as_str()?;
+    let ds = ds.strip_prefix("DataSource")?;
+    let ds = ds.split([' ', '[']).next()?.trim_end_matches("Local");
+    (!iid.is_empty() && !ds.is_empty()).then(|| (iid, ds.to_string()))
+}
+
 fn check_stale_instance(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
     let link = ctx.root.resolve_parent(INSTANCE_LINK)?;
     let link_meta = std::fs::symlink_metadata(&link.host).ok();
+    // Already running in the cloud: the state is this instance's own when cloud-init set it up this boot,
+    // without errors, from one of the configured datasources (None means no cloud was found).
+    let status = match ctx.root.read_text("/run/cloud-init/result.json") {
+        Ok(Some(r)) => Ok(Some(r)),
+        _ => ctx.root.read_text("/run/cloud-init/status.json"),
+    };
+    if let (Ok(Some(d)), Ok(Some(r))) = (
+        ctx.root.read_text("/run/cloud-init/instance-data.json"),
+        status,
+    ) {
+        if let Some((iid, ds)) = current_instance(&d, &r) {
+            let configured = effective_datasource(&load_config(ctx)?)
+                .map(|e| e.list)
+                .unwrap_or_default();
+            let target = std::fs::read_link(&link.host).ok();
+            let link_is_current = target
+                .as_ref()
+                .and_then(|t| t.file_name())
+                .is_some_and(|n| n.to_string_lossy() == iid);
+            if link_is_current
+                && !ds.eq_ignore_ascii_case("None")
+                && configured.iter().any(|c| c.eq_ignore_ascii_case(&ds))
+            {
+                return Ok(vec![]);
+            }
+        }
+    }
     let installed = ctx.facts.installed("cloud-init");
     let instances = ctx.root.list_dir(INSTANCES_DIR)?;
     let stale_dirs = installed && !instances.is_empty();
@@ -1192,6 +1254,73 @@ fn check_locale(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
         .fix(fix)])
 }
 
+const ETC_HOSTS_SNIPPET: &str = "manage_etc_hosts: localhost\n";
+
+/// Lines of an /etc/hosts file that give `name` a loopback address other than 127.0.0.1 (Debian's and
+/// Ubuntu's `127.0.1.1 hostname`): `(line number, line)`.
+pub fn loopback_host_lines(hosts: &str, name: &str) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    for (i, l) in hosts.lines().enumerate() {
+        let t = l.split('#').next().unwrap_or("").trim();
+        let mut it = t.split_whitespace();
+        let Some(ip) = it.next() else { continue };
+        if !ip.starts_with("127.") || ip == "127.0.0.1" {
+            continue;
+        }
+        if it.any(|n| n == name || n.split('.').next() == Some(name)) {
+            out.push((i + 1, l.trim_end_matches('\r').to_string()));
+        }
+    }
+    out
+}
+
+fn check_etc_hosts(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
+    let files = load_config(ctx)?;
+    // cloud-init keeps the old name, or already manages /etc/hosts.
+    if effective_value(&files, &["preserve_hostname"]).is_some_and(|(_, v)| !is_false_value(v))
+        || effective_value(&files, &["manage_etc_hosts"]).is_some_and(|(_, v)| !is_false_value(v))
+    {
+        return Ok(vec![]);
+    }
+    let Some(hostname) = ctx.root.read_text("/etc/hostname")? else {
+        return Ok(vec![]);
+    };
+    let Some(old) = hostname
+        .lines()
+        .map(|l| l.trim())
+        .find(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| l.split('.').next().unwrap_or(l).to_string())
+    else {
+        return Ok(vec![]);
+    };
+    let Some(hosts) = ctx.root.read_text("/etc/hosts")? else {
+        return Ok(vec![]);
+    };
+    let lines = loopback_host_lines(&hosts, &old);
+    if lines.is_empty() {
+        return Ok(vec![]);
+    }
+    let ev = lines
+        .iter()
+        .map(|(n, l)| Evidence::line("/etc/hosts", *n, l))
+        .collect::<Vec<_>>();
+    Ok(vec![Finding::new(
+        info,
+        format!(
+            "cloud-init names the instance from the metadata service, but /etc/hosts gives only the old name \
+             {old:?} a local address and cloud-init leaves /etc/hosts alone (manage_etc_hosts is off): the new \
+             hostname does not resolve unless the cloud's DNS knows it, and sudo warns \"unable to resolve host\" \
+             on every call"
+        ),
+    )
+    .evidences(ev)
+    .remediation(format!(
+        "set `{}` in {CLOUDPREP_CFG}: cloud-init then points 127.0.1.1 at the instance's hostname on every boot",
+        ETC_HOSTS_SNIPPET.trim_end()
+    ))
+    .fix(Fix::default().edit(cloudprep_cfg_edit_owned(ETC_HOSTS_SNIPPET.to_string())))])
+}
+
 fn locale_generated(ctx: &Ctx, locale: &str) -> Result<bool> {
     let norm = normalize_locale(locale);
     let lower = norm.to_ascii_lowercase();
@@ -1215,6 +1344,52 @@ fn locale_generated(ctx: &Ctx, locale: &str) -> Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loopback_lines_name_the_old_host() {
+        let h = "127.0.0.1\tlocalhost legacy-vm\n127.0.1.1\tlegacy-vm.example.com legacy-vm\r\n\
+                 # 127.0.1.1 legacy-vm\n::1 localhost ip6-localhost\n10.0.2.15 legacy-vm\n\
+                 127.0.1.1 other # legacy-vm\n127.0.2.1\tlegacy-vm.corp\ngarbage\n";
+        let l = loopback_host_lines(h, "legacy-vm");
+        assert_eq!(
+            l.iter().map(|x| x.0).collect::<Vec<_>>(),
+            vec![2, 7],
+            "{l:?}"
+        );
+        assert_eq!(l[0].1, "127.0.1.1\tlegacy-vm.example.com legacy-vm");
+        assert!(loopback_host_lines(h, "legacy").is_empty());
+        assert!(loopback_host_lines("", "x").is_empty());
+    }
+
+    #[test]
+    fn current_instance_from_run_records() {
+        let data = r#"{"v1": {"instance_id": "i-0e2e5c2107", "cloud_name": "aws"}}"#;
+        let ok = r#"{"v1": {"datasource": "DataSourceEc2", "errors": []}}"#;
+        assert_eq!(
+            current_instance(data, ok),
+            Some(("i-0e2e5c2107".into(), "Ec2".into()))
+        );
+        let local = r#"{"v1": {"datasource": "DataSourceEc2Local", "errors": []}}"#;
+        assert_eq!(current_instance(data, local).unwrap().1, "Ec2");
+        let os = r#"{"v1": {"datasource": "DataSourceOpenStack [net,ver=2]", "errors": []}}"#;
+        assert_eq!(current_instance(data, os).unwrap().1, "OpenStack");
+        let failed = r#"{"v1": {"datasource": "DataSourceEc2", "errors": ["boom"]}}"#;
+        assert_eq!(current_instance(data, failed), None);
+        // status.json while the later stages are still to run.
+        let status = r#"{"v1": {"datasource": "DataSourceEc2", "stage": null,
+            "init-local": {"errors": [], "finished": 1.0}, "init": {"errors": [], "finished": 2.0},
+            "modules-config": {"errors": [], "finished": null}}}"#;
+        assert_eq!(current_instance(data, status).unwrap().1, "Ec2");
+        let status_failed = r#"{"v1": {"datasource": "DataSourceEc2",
+            "init": {"errors": ["no metadata"]}}}"#;
+        assert_eq!(current_instance(data, status_failed), None);
+        assert_eq!(current_instance("{}", ok), None);
+        assert_eq!(current_instance(data, "not json"), None);
+        assert_eq!(
+            current_instance(data, r#"{"v1": {"datasource": null, "errors": []}}"#),
+            None
+        );
+    }
 
     #[test]
     fn flow_and_block_lists() {

@@ -405,3 +405,40 @@ fn clean_guest_has_no_cloud_init_findings() {
         Some(2)
     ));
 }
+
+#[test]
+fn old_hostname_pinned_in_etc_hosts_gets_manage_etc_hosts() {
+    let g = Guest::bookworm();
+    g.write("/etc/hostname", "legacy-vm\n");
+    g.write(
+        "/etc/hosts",
+        "127.0.0.1\tlocalhost\n127.0.1.1\tlegacy-vm.corp.example legacy-vm\n\n::1 localhost ip6-localhost\n",
+    );
+    let (_, v) = g.audit_json(&[]);
+    assert!(mine(&v).contains(&"cloud-init.etc-hosts".to_string()));
+    assert!(has_evidence(
+        &v,
+        "cloud-init.etc-hosts",
+        "/etc/hosts",
+        Some(2)
+    ));
+    // An operator's choice to keep the old name is respected.
+    g.write(
+        "/etc/cloud/cloud.cfg.d/95-keep.cfg",
+        "preserve_hostname: true\n",
+    );
+    let (_, v) = g.audit_json(&[]);
+    assert!(!mine(&v).contains(&"cloud-init.etc-hosts".to_string()));
+    g.remove("/etc/cloud/cloud.cfg.d/95-keep.cfg");
+
+    apply_plan(&g);
+    let cfg = g.read("/etc/cloud/cloud.cfg.d/91_cloudprep.cfg");
+    let y: serde_yaml::Value = serde_yaml::from_str(&cfg).unwrap();
+    assert_eq!(y["manage_etc_hosts"].as_str(), Some("localhost"), "{cfg}");
+    // /etc/hosts itself is left to cloud-init.
+    assert!(g
+        .read("/etc/hosts")
+        .contains("127.0.1.1\tlegacy-vm.corp.example legacy-vm\n"));
+    let (_, v) = g.audit_json(&[]);
+    assert!(!mine(&v).contains(&"cloud-init.etc-hosts".to_string()));
+}

@@ -270,10 +270,12 @@ errs=$(c "python3 -c 'import json; print(len(json.load(open(\"/run/cloud-init/re
 [ "$errs" = 0 ] || fail "cloud-init reported $errs errors: $(c cat /run/cloud-init/result.json)"
 [ "$(c hostname)" = "$HOSTNAME_MD" ] || fail "hostname is $(c hostname), not $HOSTNAME_MD from the metadata"
 [ "$(c cat /var/lib/cloud/data/instance-id)" = "$IID" ] || fail "cloud-init's instance id is not $IID"
+c getent hosts "$HOSTNAME_MD" >&2 || fail "the new hostname does not resolve in the instance (/etc/hosts)"
 c cat .ssh/authorized_keys | grep -qF "$(cut -d' ' -f2 "$W/cloud_key.pub")" || fail "the metadata key is not in authorized_keys"
 grep -qE '^GET /[^ ]+/meta-data/public-keys/0/openssh-key 200' "$W/md/requests.log" \
     || fail "the metadata service was never asked for the key: $(cat "$W/md/requests.log")"
 # The first-boot unit: ran once, GRUB on the new disk, a clean audit.
+c 'for i in $(seq 150); do [ "$(systemctl is-active cloudprep-firstboot.service)" = activating ] || break; sleep 2; done'
 c "sudo systemctl show -p Result -p ExecMainStatus cloudprep-firstboot.service" >&2
 [ "$(c "sudo systemctl show -p Result --value cloudprep-firstboot.service")" = success ] \
     || fail "cloudprep-firstboot.service did not succeed"
