@@ -7,14 +7,22 @@
 //! stage's time, cleans up qemu, mounts and loop devices on every exit path, and sends nothing beyond
 //! 127.0.0.1 (qemu user networking with restrict=on).
 
+use std::os::unix::process::CommandExt;
 use std::process::Command;
 
 #[test]
 fn legacy_vm_migrates_into_a_virtio_cloud() {
-    let status = Command::new("bash")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/run.sh"))
-        .status()
-        .expect("running tests/e2e/run.sh");
+    let mut cmd = Command::new("bash");
+    cmd.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/run.sh"));
+    // If this test process dies (a CI timeout kills it), the script gets SIGTERM and cleans up its qemu
+    // processes, mounts and loop devices instead of running on.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
+    let status = cmd.status().expect("running tests/e2e/run.sh");
     assert!(
         status.success(),
         "the end-to-end migration failed ({status}); its log is above"
