@@ -101,9 +101,11 @@ pub fn make_cloud_ready(g: &Guest) {
         "/etc/fstab",
         &format!("# <file system> <mount point> <type> <options> <dump> <pass>\nUUID={uuid} / ext4 errors=remount-ro 0 1\n"),
     );
+    // As Debian's cloud images have it: kernel and GRUB on the serial port.
     let grub = g.read("/etc/default/grub").replace(
         "GRUB_CMDLINE_LINUX=\"\"",
-        "GRUB_CMDLINE_LINUX=\"console=tty0 console=ttyS0,115200 net.ifnames=0 biosdevname=0\"",
+        "GRUB_CMDLINE_LINUX=\"console=tty0 console=ttyS0,115200 net.ifnames=0 biosdevname=0\"\n\
+         GRUB_TERMINAL=\"console serial\"\nGRUB_SERIAL_COMMAND=\"serial --speed=115200\"",
     );
     g.write("/etc/default/grub", &grub);
     g.write(

@@ -275,6 +275,13 @@ fn vmware_guest_boot_findings_and_plan() {
         "/etc/default/grub",
         Some(line_of(&g, "/etc/default/grub", "GRUB_CMDLINE_LINUX=\"\""))
     ));
+    // Debian's default /etc/default/grub only has `#GRUB_TERMINAL=console`: GRUB draws on gfxterm.
+    assert!(has_evidence(
+        &clean,
+        "boot.serial-terminal",
+        "/etc/default/grub",
+        None
+    ));
 
     plant_vmware(&g, &ver);
     sh(
@@ -419,6 +426,20 @@ fn vmware_guest_boot_findings_and_plan() {
             && !cmdline.contains("root="),
         "{cmdline}"
     );
+    // GRUB's own terminal on the serial port too, as grub-mkconfig reads it.
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            ". '{}'; printf '%s|%s' \"$GRUB_TERMINAL\" \"$GRUB_SERIAL_COMMAND\"",
+            g.path(dg).display()
+        ))
+        .stderr(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "console serial|serial --speed=115200"
+    );
     assert!(!g.path("/boot/grub/device.map").exists());
     assert!(g
         .read(cd)
@@ -434,6 +455,7 @@ fn vmware_guest_boot_findings_and_plan() {
         "boot.device-map",
         "boot.grub-install-devices",
         "boot.serial-console",
+        "boot.serial-terminal",
     ] {
         assert!(
             findings(&after, id).is_empty(),
@@ -588,7 +610,7 @@ fn root_device_resolved_to_uuid_from_facts_and_config() {
     std::fs::create_dir_all(d.path().join("etc/default")).unwrap();
     std::fs::write(
         d.path().join("etc/default/grub"),
-        "GRUB_CMDLINE_LINUX_DEFAULT=\"quiet resume=/dev/sdb1\"\nGRUB_CMDLINE_LINUX='root=/dev/sda1 console=ttyS0,115200n8'\n",
+        "GRUB_CMDLINE_LINUX_DEFAULT=\"quiet resume=/dev/sdb1\"\nGRUB_CMDLINE_LINUX='root=/dev/sda1 console=ttyS0,115200n8'\nGRUB_TERMINAL=serial\n",
     )
     .unwrap();
     let mut facts = Facts::default();
@@ -610,7 +632,7 @@ fn root_device_resolved_to_uuid_from_facts_and_config() {
         .filter(|f| f.severity != cloudprep::check::Severity::Info)
         .map(|f| f.id.as_str())
         .collect();
-    // console=ttyS0,115200n8 counts as a serial console.
+    // console=ttyS0,115200n8 counts as a serial console, GRUB_TERMINAL=serial as a serial terminal.
     assert_eq!(ids, vec!["boot.root-device-names"], "{:?}", a.findings);
     let pf = a
         .plan
@@ -627,7 +649,7 @@ fn root_device_resolved_to_uuid_from_facts_and_config() {
     .unwrap();
     assert_eq!(
         after,
-        "GRUB_CMDLINE_LINUX_DEFAULT=\"quiet resume=UUID=77-88\"\nGRUB_CMDLINE_LINUX='root=UUID=0a1b2c3d-1111-2222-3333-444455556666 console=ttyS0,115200n8'\n"
+        "GRUB_CMDLINE_LINUX_DEFAULT=\"quiet resume=UUID=77-88\"\nGRUB_CMDLINE_LINUX='root=UUID=0a1b2c3d-1111-2222-3333-444455556666 console=ttyS0,115200n8'\nGRUB_TERMINAL=serial\n"
     );
     std::fs::write(d.path().join("etc/default/grub"), &after).unwrap();
     sh(

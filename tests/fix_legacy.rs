@@ -106,6 +106,12 @@ fn fix_then_rollback_on_a_vmware_guest() {
         "update-grub must name the root by UUID:\n{grubcfg}"
     );
     assert!(grubcfg.contains("console=ttyS0"), "{grubcfg}");
+    // update-grub put GRUB's own menu on the serial port (boot.serial-terminal).
+    assert!(
+        grubcfg.contains("serial --speed=115200")
+            && grubcfg.contains("terminal_output console serial"),
+        "{grubcfg}"
+    );
     assert!(!grubcfg.contains("root=/dev/loop"), "{grubcfg}");
     sh(
         "chroot",

@@ -74,6 +74,14 @@ pub fn checks() -> Vec<Check> {
             true,
             check_serial_console
         ),
+        check!(
+            "boot.serial-terminal",
+            "GRUB's menu and messages on the serial port",
+            Boot,
+            Warning,
+            true,
+            check_serial_terminal
+        ),
     ]
 }
 
@@ -725,6 +733,126 @@ pub fn add_serial_console(content: &str) -> Result<String> {
     }
 }
 
+// ---------------------------------------------------------------------------------------------------------
+// boot.serial-terminal
+
+pub const SERIAL_TERMINAL: &str = "console serial";
+pub const SERIAL_COMMAND: &str = "serial --speed=115200";
+
+fn has_serial_terminal(v: &str) -> bool {
+    v.split_whitespace().any(|w| w == "serial")
+}
+
+/// Append `NAME="value"` as a new line, in the file's line-ending style.
+fn push_assignment(content: &mut String, name: &str, value: &str) {
+    let nl = if content.contains("\r\n") {
+        "\r\n"
+    } else {
+        "\n"
+    };
+    if !content.is_empty() && !content.ends_with('\n') {
+        content.push_str(nl);
+    }
+    content.push_str(&format!("{name}=\"{value}\"{nl}"));
+}
+
+/// Put GRUB's terminal on the serial port as well as the console: `serial` appended to the last
+/// GRUB_TERMINAL of a file (a new `GRUB_TERMINAL="console serial"` when it has none), plus
+/// `GRUB_SERIAL_COMMAND` at 115200 baud when `add_command` (nothing else sets one). Idempotent.
+pub fn add_serial_terminal(content: &str, add_command: bool) -> Result<String> {
+    let parsed = shell::parse(content, &mut HashMap::new());
+    let mut out = content.to_string();
+    match parsed.last("GRUB_TERMINAL") {
+        Some(a) if has_serial_terminal(&shell::eval(&a.raw, &HashMap::new())) => {}
+        Some(a) if !shell::eval(&a.raw, &HashMap::new()).trim().is_empty() => {
+            let new = shell::append_words(&a.raw, &["serial"])?;
+            out.replace_range(a.value_start..a.value_end, &new);
+        }
+        _ => push_assignment(&mut out, "GRUB_TERMINAL", SERIAL_TERMINAL),
+    }
+    if add_command && parsed.last("GRUB_SERIAL_COMMAND").is_none() {
+        push_assignment(&mut out, "GRUB_SERIAL_COMMAND", SERIAL_COMMAND);
+    }
+    Ok(out)
+}
+
+fn check_serial_terminal(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
+    if !ctx.config.fix.serial_console {
+        return Ok(Vec::new());
+    }
+    let files = default_grub_files(ctx)?;
+    if files.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (parsed, env) = parse_defaults(&files);
+    let get = |k: &str| env.get(k).map(|v| v.trim().to_string()).unwrap_or_default();
+    // grub-mkconfig: a non-empty GRUB_TERMINAL sets both GRUB_TERMINAL_INPUT and _OUTPUT.
+    let output = match get("GRUB_TERMINAL") {
+        t if !t.is_empty() => t,
+        _ => get("GRUB_TERMINAL_OUTPUT"),
+    };
+    if has_serial_terminal(&output) {
+        return Ok(Vec::new());
+    }
+    let last = |name: &str| {
+        parsed
+            .iter()
+            .flat_map(|(p, r)| {
+                r.assignments
+                    .iter()
+                    .filter(|a| a.name == name)
+                    .map(move |a| (p.clone(), a.clone()))
+            })
+            .last()
+    };
+    let term = last("GRUB_TERMINAL").or_else(|| last("GRUB_TERMINAL_OUTPUT"));
+    let (path, ev) = match &term {
+        Some((p, a)) => (
+            last("GRUB_TERMINAL")
+                .map(|(p, _)| p)
+                .unwrap_or_else(|| p.clone()),
+            Evidence::line(p, a.line, &a.text),
+        ),
+        None => (
+            DEFAULT_GRUB.to_string(),
+            Evidence::file(
+                DEFAULT_GRUB,
+                "no GRUB_TERMINAL: grub-mkconfig uses the graphical terminal (gfxterm) only",
+            ),
+        ),
+    };
+    let add_command = get("GRUB_SERIAL_COMMAND").is_empty();
+    Ok(vec![Finding::new(
+        info,
+        format!(
+            "GRUB's terminal is {}: its menu and errors never reach the serial port, so the cloud's console \
+             log stays empty until the kernel starts, and on an instance without a video device the \
+             graphical terminal can keep GRUB from booting at all",
+            if output.is_empty() {
+                "the default (gfxterm)".to_string()
+            } else {
+                format!("{output:?}")
+            }
+        ),
+    )
+    .evidence(ev)
+    .remediation(format!(
+        "Set GRUB_TERMINAL=\"{SERIAL_TERMINAL}\"{} and run update-grub.",
+        if add_command {
+            format!(" and GRUB_SERIAL_COMMAND=\"{SERIAL_COMMAND}\"")
+        } else {
+            String::new()
+        }
+    ))
+    .fix(
+        Fix::default()
+            .edit(FileEdit::rewrite(&path, Validator::ShellVars, move |c| {
+                add_serial_terminal(c, add_command)
+            }))
+            .command(update_grub()),
+    )])
+}
+
 fn check_serial_console(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
     if !ctx.config.fix.serial_console {
         return Ok(Vec::new());
@@ -880,6 +1008,34 @@ mod tests {
         let m = "# comment\n(hd0)\t/dev/sda\n(hd1) /dev/vdb\n(fd0) /dev/fd0\ngarbage\n(hd2)   /dev/disk/by-id/ata-VMware_Virtual_IDE_Hard_Drive_00000000000000000001\n";
         let b = device_map_bad(m);
         assert_eq!(b.iter().map(|x| x.0).collect::<Vec<_>>(), vec![2, 6]);
+    }
+
+    #[test]
+    fn serial_terminal_add() {
+        let t = "GRUB_DEFAULT=0\nGRUB_CMDLINE_LINUX=\"console=ttyS0\"\n#GRUB_TERMINAL=console\n";
+        let out = add_serial_terminal(t, true).unwrap();
+        assert_eq!(
+            out,
+            format!("{t}GRUB_TERMINAL=\"console serial\"\nGRUB_SERIAL_COMMAND=\"serial --speed=115200\"\n")
+        );
+        assert_eq!(add_serial_terminal(&out, true).unwrap(), out);
+        // An existing terminal keeps its words; CRLF and a missing final newline are kept.
+        let t = "GRUB_TERMINAL=console\r\nGRUB_TIMEOUT=5";
+        let out = add_serial_terminal(t, false).unwrap();
+        assert_eq!(out, "GRUB_TERMINAL=\"console serial\"\r\nGRUB_TIMEOUT=5");
+        assert_eq!(add_serial_terminal(&out, false).unwrap(), out);
+        let t = "GRUB_TERMINAL='console'\nGRUB_SERIAL_COMMAND=\"serial --unit=1 --speed=9600\"\n";
+        assert_eq!(
+            add_serial_terminal(t, true).unwrap(),
+            "GRUB_TERMINAL='console serial'\nGRUB_SERIAL_COMMAND=\"serial --unit=1 --speed=9600\"\n"
+        );
+        // Already serial (any position), or an empty file.
+        let t = "GRUB_TERMINAL=\"serial console\"\n";
+        assert_eq!(add_serial_terminal(t, false).unwrap(), t);
+        assert_eq!(
+            add_serial_terminal("", false).unwrap(),
+            "GRUB_TERMINAL=\"console serial\"\n"
+        );
     }
 
     #[test]

@@ -286,6 +286,7 @@ fb=$(/usr/bin/python3 -c 'import json, sys; r = json.load(open(sys.argv[1])); pr
 log "first-boot audit: $fb"
 [ "${fb%% *}" = 0 ] || fail "the first-boot audit is not clean: $fb"
 c "sudo test ! -e /var/lib/cloudprep/firstboot-armed" || fail "the first-boot marker is still there"
+console cloud | grep -q 'GNU GRUB' || fail "GRUB's menu did not reach the serial console (boot.serial-terminal)"
 console cloud | grep -qE 'Cloud-init v\. .* finished' || fail "the serial console shows no finished cloud-init"
 console cloud | grep -qE 'cloudprep firstboot: audit exit 0' || fail "the serial console shows no clean first-boot audit"
 stage_end
