@@ -103,11 +103,13 @@ if "rror" in reply or "ould not" in reply:
     sys.exit(1)
 PY
 }
+# Readers of console output use `grep PATTERN >/dev/null`, not `grep -q`: under pipefail a grep that quits at
+# its first match makes the writer die of SIGPIPE and the whole test fail (or pass) by accident.
 console() { tr -d '\r' < "$W/$1.console" | sed 's/\x1b\[[0-9;?]*[a-zA-Z]//g'; }
 # Wait until the console shows a pattern (grep -E), the guest's qemu dies, or the timeout passes.
 wait_console() { # NAME PATTERN TIMEOUT
     local name=$1 pat=$2 timeout=$3 t=0
-    while ! console "$name" | grep -qE "$pat"; do
+    while ! console "$name" | grep -E "$pat" >/dev/null; do
         kill -0 "$QEMU_PID" 2>/dev/null || return 2
         [ "$t" -ge "$timeout" ] && return 1
         sleep 2; t=$((t + 2))
@@ -164,7 +166,7 @@ start_qemu neg -snapshot -uuid "$NEW_UUID" \
 # initramfs-tools gives up on the root device (no virtio_blk, and /dev/sda1 does not exist on virtio).
 r=0; wait_console neg 'Gave up waiting for root|ALERT!.*does not exist|\(initramfs\)' 600 || r=$?
 [ "$r" = 0 ] || fail "the unprepared image did not stop at the initramfs on virtio (wait status $r)"
-console neg | grep -qE 'login:' && fail "the unprepared image reached a login prompt on virtio"
+console neg | grep -E 'login:' >/dev/null && fail "the unprepared image reached a login prompt on virtio"
 console neg | grep -E 'Gave up waiting|ALERT!|does not exist' | head -n 3 >&2
 kill -KILL "$QEMU_PID"; wait "$QEMU_PID" 2>/dev/null || true
 stage_end
@@ -185,7 +187,7 @@ r=0; wait_ssh "$W/operator_key" root "$P1" 600 || r=$?
 [ "$r" = 0 ] || fail "no SSH to the legacy guest on its old hypervisor (status $r)"
 old() { gssh "$W/operator_key" root "$P1" "$@"; }
 [ "$(old findmnt -n -o SOURCE /)" = /dev/sda1 ] || fail "legacy guest: / is not on /dev/sda1"
-old ip -4 -o addr show dev eth0 | grep -q 'inet 10.0.2.15/24' || fail "legacy guest: eth0 lacks its static 10.0.2.15"
+old ip -4 -o addr show dev eth0 | grep 'inet 10.0.2.15/24' >/dev/null || fail "legacy guest: eth0 lacks its static 10.0.2.15"
 [ "$(old cat /sys/class/net/eth0/address)" = "$OLD_MAC" ] || fail "legacy guest: eth0 is not the old NIC"
 stage_end
 
@@ -215,7 +217,7 @@ old systemctl poweroff || true
 log "waiting for the pre-migration run and the power-off"
 wait_exit "$OLD_PID" 2400 || fail "the legacy guest did not power itself off within 40 minutes"
 console old | grep -E 'cloudprep premigrate' >&2 || true
-console old | grep -qE 'cloudprep premigrate: export finished \(exit [01]\)' \
+console old | grep -E 'cloudprep premigrate: export finished \(exit [01]\)' >/dev/null \
     || fail "the pre-migration unit did not report a finished export"
 stage_end
 
@@ -258,11 +260,11 @@ c "sudo cloud-init status --long" >&2 || true
 src=$(c findmnt -n -o SOURCE /)
 [ "$src" = /dev/vda1 ] || fail "/ is on $src, not /dev/vda1"
 uuid=$(c findmnt -n -o UUID /)
-c cat /etc/fstab | grep -qE "^UUID=$uuid[[:space:]]+/[[:space:]]" || fail "/etc/fstab does not mount / by UUID=$uuid"
-c cat /proc/cmdline | grep -q "root=UUID=$uuid" || fail "the kernel did not get root=UUID=$uuid: $(c cat /proc/cmdline)"
+c cat /etc/fstab | grep -E "^UUID=$uuid[[:space:]]+/[[:space:]]" >/dev/null || fail "/etc/fstab does not mount / by UUID=$uuid"
+c cat /proc/cmdline | grep "root=UUID=$uuid" >/dev/null || fail "the kernel did not get root=UUID=$uuid: $(c cat /proc/cmdline)"
 [ "$(c cat /sys/class/net/eth0/address)" = "$NEW_MAC" ] || fail "eth0 is not the new virtio NIC"
 c ip -4 -o addr show dev eth0 >&2
-c ip -4 -o addr show dev eth0 | grep -q 'inet 169.254.0.15/16 .*dynamic' || fail "eth0 did not get its address by DHCP"
+c ip -4 -o addr show dev eth0 | grep 'inet 169.254.0.15/16 .*dynamic' >/dev/null || fail "eth0 did not get its address by DHCP"
 ds=$(c "python3 -c 'import json; print(json.load(open(\"/run/cloud-init/result.json\"))[\"v1\"][\"datasource\"])'")
 log "cloud-init datasource: $ds"
 case "$ds" in DataSourceEc2*) ;; *) fail "cloud-init ran datasource '$ds', not Ec2" ;; esac
@@ -271,7 +273,7 @@ errs=$(c "python3 -c 'import json; print(len(json.load(open(\"/run/cloud-init/re
 [ "$(c hostname)" = "$HOSTNAME_MD" ] || fail "hostname is $(c hostname), not $HOSTNAME_MD from the metadata"
 [ "$(c cat /var/lib/cloud/data/instance-id)" = "$IID" ] || fail "cloud-init's instance id is not $IID"
 c getent hosts "$HOSTNAME_MD" >&2 || fail "the new hostname does not resolve in the instance (/etc/hosts)"
-c cat .ssh/authorized_keys | grep -qF "$(cut -d' ' -f2 "$W/cloud_key.pub")" || fail "the metadata key is not in authorized_keys"
+c cat .ssh/authorized_keys | grep -F "$(cut -d' ' -f2 "$W/cloud_key.pub")" >/dev/null || fail "the metadata key is not in authorized_keys"
 grep -qE '^GET /[^ ]+/meta-data/public-keys/0/openssh-key 200' "$W/md/requests.log" \
     || fail "the metadata service was never asked for the key: $(cat "$W/md/requests.log")"
 # The first-boot unit: ran once, GRUB on the new disk, a clean audit.
@@ -286,9 +288,9 @@ fb=$(/usr/bin/python3 -c 'import json, sys; r = json.load(open(sys.argv[1])); pr
 log "first-boot audit: $fb"
 [ "${fb%% *}" = 0 ] || fail "the first-boot audit is not clean: $fb"
 c "sudo test ! -e /var/lib/cloudprep/firstboot-armed" || fail "the first-boot marker is still there"
-console cloud | grep -q 'GNU GRUB' || fail "GRUB's menu did not reach the serial console (boot.serial-terminal)"
-console cloud | grep -qE 'Cloud-init v\. .* finished' || fail "the serial console shows no finished cloud-init"
-console cloud | grep -qE 'cloudprep firstboot: audit exit 0' || fail "the serial console shows no clean first-boot audit"
+console cloud | grep 'GNU GRUB' >/dev/null || fail "GRUB's menu did not reach the serial console (boot.serial-terminal)"
+console cloud | grep -E 'Cloud-init v\. .* finished' >/dev/null || fail "the serial console shows no finished cloud-init"
+console cloud | grep -E 'cloudprep firstboot: audit exit 0' >/dev/null || fail "the serial console shows no clean first-boot audit"
 stage_end
 
 stage_begin "power off the instance"
