@@ -410,34 +410,26 @@ fn vmware_guest_boot_findings_and_plan() {
         dgt.contains("\nGRUB_CMDLINE_LINUX=\"net.ifnames=0\"\nGRUB_CMDLINE_LINUX=\"$GRUB_CMDLINE_LINUX console=tty0 console=ttyS0,115200\"\n"),
         "{dgt}"
     );
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            ". '{}'; printf %s \"$GRUB_CMDLINE_LINUX\"",
-            g.path(dg).display()
-        ))
-        .stderr(Stdio::null())
-        .output()
-        .unwrap();
-    let cmdline = String::from_utf8_lossy(&out.stdout).to_string();
+    // The values as grub-mkconfig sees them: the file sourced by sh.
+    let sourced = |expr: &str| {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!(". '{}'; printf {expr}", g.path(dg).display()))
+            .stderr(Stdio::null())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let cmdline = sourced("%s \"$GRUB_CMDLINE_LINUX\"");
     assert!(
         cmdline.contains("net.ifnames=0")
             && cmdline.contains("console=ttyS0,115200")
             && !cmdline.contains("root="),
         "{cmdline}"
     );
-    // GRUB's own terminal on the serial port too, as grub-mkconfig reads it.
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            ". '{}'; printf '%s|%s' \"$GRUB_TERMINAL\" \"$GRUB_SERIAL_COMMAND\"",
-            g.path(dg).display()
-        ))
-        .stderr(Stdio::null())
-        .output()
-        .unwrap();
+    // GRUB's own terminal on the serial port too.
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
+        sourced("'%s|%s' \"$GRUB_TERMINAL\" \"$GRUB_SERIAL_COMMAND\""),
         "console serial|serial --speed=115200"
     );
     assert!(!g.path("/boot/grub/device.map").exists());

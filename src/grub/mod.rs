@@ -776,15 +776,37 @@ pub fn add_serial_terminal(content: &str, add_command: bool) -> Result<String> {
     Ok(out)
 }
 
-fn check_serial_terminal(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
+type Defaults = (Vec<(String, shell::Parsed)>, HashMap<String, String>);
+
+/// The parsed GRUB defaults when the serial checks apply (`fix.serial_console` and a default file exists).
+fn serial_defaults(ctx: &Ctx) -> Result<Option<Defaults>> {
     if !ctx.config.fix.serial_console {
-        return Ok(Vec::new());
+        return Ok(None);
     }
     let files = default_grub_files(ctx)?;
-    if files.is_empty() {
+    Ok((!files.is_empty()).then(|| parse_defaults(&files)))
+}
+
+/// The last assignment of `name` across the parsed default files, with its file.
+fn last_assignment(
+    parsed: &[(String, shell::Parsed)],
+    name: &str,
+) -> Option<(String, shell::Assignment)> {
+    parsed
+        .iter()
+        .flat_map(|(p, r)| {
+            r.assignments
+                .iter()
+                .filter(|a| a.name == name)
+                .map(move |a| (p.clone(), a.clone()))
+        })
+        .last()
+}
+
+fn check_serial_terminal(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
+    let Some((parsed, env)) = serial_defaults(ctx)? else {
         return Ok(Vec::new());
-    }
-    let (parsed, env) = parse_defaults(&files);
+    };
     let get = |k: &str| env.get(k).map(|v| v.trim().to_string()).unwrap_or_default();
     // grub-mkconfig: a non-empty GRUB_TERMINAL sets both GRUB_TERMINAL_INPUT and _OUTPUT.
     let output = match get("GRUB_TERMINAL") {
@@ -794,17 +816,7 @@ fn check_serial_terminal(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
     if has_serial_terminal(&output) {
         return Ok(Vec::new());
     }
-    let last = |name: &str| {
-        parsed
-            .iter()
-            .flat_map(|(p, r)| {
-                r.assignments
-                    .iter()
-                    .filter(|a| a.name == name)
-                    .map(move |a| (p.clone(), a.clone()))
-            })
-            .last()
-    };
+    let last = |name: &str| last_assignment(&parsed, name);
     let term = last("GRUB_TERMINAL").or_else(|| last("GRUB_TERMINAL_OUTPUT"));
     let (path, ev) = match &term {
         Some((p, a)) => (
@@ -854,14 +866,9 @@ fn check_serial_terminal(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
 }
 
 fn check_serial_console(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
-    if !ctx.config.fix.serial_console {
+    let Some((parsed, env)) = serial_defaults(ctx)? else {
         return Ok(Vec::new());
-    }
-    let files = default_grub_files(ctx)?;
-    if files.is_empty() {
-        return Ok(Vec::new());
-    }
-    let (parsed, env) = parse_defaults(&files);
+    };
     let all = format!(
         "{} {}",
         env.get("GRUB_CMDLINE_LINUX")
@@ -874,15 +881,7 @@ fn check_serial_console(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
     if has_serial(&all) {
         return Ok(Vec::new());
     }
-    let last = parsed
-        .iter()
-        .flat_map(|(p, r)| {
-            r.assignments
-                .iter()
-                .filter(|a| a.name == "GRUB_CMDLINE_LINUX")
-                .map(move |a| (p.clone(), a.clone()))
-        })
-        .last();
+    let last = last_assignment(&parsed, "GRUB_CMDLINE_LINUX");
     let (path, ev) = match &last {
         Some((p, a)) => (p.clone(), Evidence::line(p, a.line, &a.text)),
         None => (
