@@ -291,6 +291,12 @@ fn real_disk_kernel_names_get_uuids() {
     if !need_root() {
         return;
     }
+    // Declared before the disk so that it is dropped after it: the disk unmounts first, then the
+    // mount point is removed (the other order left an empty directory behind in /var/tmp).
+    let mnt = tempfile::Builder::new()
+        .prefix("cloudprep-mnt.")
+        .tempdir_in(common::scratch())
+        .unwrap();
     let mut disk = common::loopdev::LoopDisk::new(
         600,
         "label: dos\nlabel-id: 0x4d3c2b1a\nsize=450MiB,type=83\ntype=5\nsize=64MiB,type=82\ntype=83\n",
@@ -322,10 +328,6 @@ fn real_disk_kernel_names_get_uuids() {
             &p6,
         ],
     );
-    let mnt = tempfile::Builder::new()
-        .prefix("cloudprep-mnt.")
-        .tempdir_in(common::scratch())
-        .unwrap();
     disk.mount(&p1, mnt.path(), &[]);
     let st = Command::new(common::repo().join("scripts/mkroot.sh"))
         .args(["bookworm", mnt.path().to_str().unwrap(), "min"])
