@@ -99,6 +99,15 @@ fn fill_ext4(d: &mut LoopDisk, n: u32, mkfs: &[&str], mnt: &Path) {
     d.unmount_all();
 }
 
+/// A one-partition MBR loop disk of `mib` MiB with an empty ext4 mounted at `dir/mnt`.
+fn mounted_ext4(mib: u64, dir: &Path) -> (LoopDisk, PathBuf) {
+    let mut d = LoopDisk::new(mib, "label: dos\nstart=2048, type=83\n");
+    sh("mke2fs", &["-q", "-F", "-t", "ext4", &d.part(1)]);
+    let mnt = dir.join("mnt");
+    d.mount(&d.part(1), &mnt, &[]);
+    (d, mnt)
+}
+
 fn fill_swap(d: &LoopDisk, n: u32) {
     let dev = d.part(n);
     sh("mkswap", &["-U", SWAP_UUID, &dev]);
@@ -608,10 +617,7 @@ fn refusals_and_auto_source() {
         return;
     }
     let dir = scratch_dir();
-    let mut d = LoopDisk::new(64, "label: dos\nstart=2048, type=83\n");
-    sh("mke2fs", &["-q", "-F", "-t", "ext4", &d.part(1)]);
-    let mnt = dir.path().join("mnt");
-    d.mount(&d.part(1), &mnt, &[]);
+    let (d, mnt) = mounted_ext4(64, dir.path());
     let out = dir.path().join("out.raw");
     // Mounted read-write and no --consistency: refused, nothing written.
     let o = run(&["export", "--source", &d.dev, "-o", out.to_str().unwrap()]);
@@ -711,10 +717,7 @@ fn freeze_while_a_writer_appends() {
         return;
     }
     let dir = scratch_dir();
-    let mut d = LoopDisk::new(128, "label: dos\nstart=2048, type=83\n");
-    sh("mke2fs", &["-q", "-F", "-t", "ext4", &d.part(1)]);
-    let mnt = dir.path().join("mnt");
-    d.mount(&d.part(1), &mnt, &[]);
+    let (d, mnt) = mounted_ext4(128, dir.path());
     let log = mnt.join("log.txt");
     let script = format!(
         "while :; do echo 'a line of log output from a busy service' >> {}; done",
@@ -768,10 +771,7 @@ fn watchdog_and_sigterm_thaw() {
         return;
     }
     let dir = scratch_dir();
-    let mut d = LoopDisk::new(64, "label: dos\nstart=2048, type=83\n");
-    sh("mke2fs", &["-q", "-F", "-t", "ext4", &d.part(1)]);
-    let mnt = dir.path().join("mnt");
-    d.mount(&d.part(1), &mnt, &[]);
+    let (d, mnt) = mounted_ext4(64, dir.path());
     let writable = |what: &str| {
         let f = mnt.join("probe");
         let st = Command::new("timeout")
