@@ -1044,7 +1044,7 @@ pub fn current_instance(instance_data: &str, result: &str) -> Option<(String, St
         return None;
     }
     // "DataSourceEc2", "DataSourceEc2Local", "DataSourceOpenStack [net,ver=2]", ...
-    let ds = res.get("v1")?.get("datasource")?.as_str()?;
+    let ds = v1.get("datasource")?.as_str()?;
     let ds = ds.strip_prefix("DataSource")?;
     let ds = ds.split([' ', '[']).next()?.trim_end_matches("Local");
     (!iid.is_empty() && !ds.is_empty()).then(|| (iid, ds.to_string()))

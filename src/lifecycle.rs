@@ -280,7 +280,8 @@ fn now() -> u64 {
         .unwrap_or(0)
 }
 
-fn timeout_dropin(target: &str) -> String {
+/// cloudprep's drop-in for a unit or target (the shutdown targets' timeout, the premigrate unit's mount).
+fn dropin_path(target: &str) -> String {
     format!("/etc/systemd/system/{target}.d/{DROPIN_NAME}")
 }
 
@@ -339,11 +340,11 @@ pub fn cmd_arm(g: &Global, a: &ArmArgs) -> Result<i32> {
     })?;
     write_guest(&root, PREMIGRATE_MARKER, &state.render()?)?;
     for t in SHUTDOWN_TARGETS {
-        write_guest(&root, &timeout_dropin(t), TIMEOUT_DROPIN_TEXT)?;
+        write_guest(&root, &dropin_path(t), TIMEOUT_DROPIN_TEXT)?;
     }
     // A file target lives on a mounted file system that the shutdown unmounts: order the unit after
     // that mount so the mount is still there while ExecStop= exports.
-    let export_dropin = timeout_dropin(PREMIGRATE_UNIT);
+    let export_dropin = dropin_path(PREMIGRATE_UNIT);
     match args.as_ref().and_then(|ea| export_mount_dropin(&ea.output)) {
         Some(text) => write_guest(&root, &export_dropin, &text)?,
         None => {
@@ -403,7 +404,7 @@ pub fn cmd_disarm(g: &Global) -> Result<i32> {
 pub fn disarm_premigrate(root: &Root) -> Result<bool> {
     let mut was = remove_guest(root, PREMIGRATE_MARKER)?;
     for t in SHUTDOWN_TARGETS.iter().chain([&PREMIGRATE_UNIT]) {
-        let d = timeout_dropin(t);
+        let d = dropin_path(t);
         remove_guest(root, &d)?;
         // Drop the directory if it is now empty (we created it).
         if let Ok(r) = root.resolve(d.rsplit_once('/').unwrap().0) {
