@@ -75,6 +75,9 @@ pub struct FixConfig {
     pub remove_hypervisor_tools: bool,
     /// Add `console=tty0 console=ttyS0,115200` to the kernel command line.
     pub serial_console: bool,
+    /// Seconds a command of the fix (apt-get, update-initramfs, update-grub, ...) may run before it is
+    /// stopped and reported as failed (0: no limit).
+    pub command_timeout: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -114,6 +117,7 @@ impl Default for FixConfig {
             cloud_init_deb: String::new(),
             remove_hypervisor_tools: false,
             serial_console: true,
+            command_timeout: 1800,
         }
     }
 }

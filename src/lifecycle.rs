@@ -211,49 +211,30 @@ fn systemd_running(root: &Root) -> bool {
     root.is_live() && Path::new("/run/systemd/system").is_dir()
 }
 
-/// Run a command in the guest: directly on the live system, through chroot(8) under `--root`.
-pub fn run_in_guest(root: &Root, argv: &[&str], stdin: Option<&str>) -> Result<String> {
-    let mut cmd = if root.is_live() {
-        let mut c = Command::new(argv[0]);
-        c.args(&argv[1..]);
-        c
-    } else {
-        let mut c = Command::new("chroot");
-        c.arg(root.base()).args(argv);
-        c
+/// Run a command in the guest: directly on the live system, through chroot(8) under `--root`; stopped
+/// (with what it started) after `[fix] command_timeout` seconds.
+pub fn run_in_guest(
+    root: &Root,
+    argv: &[&str],
+    stdin: Option<&str>,
+    timeout_secs: u64,
+) -> Result<String> {
+    let mut full: Vec<String> = Vec::new();
+    if !root.is_live() {
+        full.push("chroot".into());
+        full.push(root.base().display().to_string());
+    }
+    full.extend(argv.iter().map(|a| a.to_string()));
+    let timeout = match timeout_secs {
+        0 => std::time::Duration::MAX,
+        s => std::time::Duration::from_secs(s),
     };
-    cmd.env("DEBIAN_FRONTEND", "noninteractive")
-        .env(
-            "PATH",
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        )
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
     let shown = argv.join(" ");
-    let mut child = cmd.spawn().with_context(|| format!("running {shown}"))?;
-    if let Some(input) = stdin {
-        use std::io::Write;
-        let mut si = child.stdin.take().expect("piped stdin");
-        si.write_all(input.as_bytes())
-            .with_context(|| format!("writing to {shown}"))?;
+    let o = crate::fix::exec::run_with_input(None, &full, stdin, timeout)?;
+    if !o.ok() {
+        bail!("{shown} failed ({}): {}", o.describe(), o.output.trim());
     }
-    let out = child
-        .wait_with_output()
-        .with_context(|| format!("running {shown}"))?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    if !out.status.success() {
-        bail!("{shown} failed ({}): {}", out.status, text.trim());
-    }
-    Ok(text)
+    Ok(o.output)
 }
 
 fn systemctl(args: &[&str]) -> Result<String> {
@@ -830,6 +811,7 @@ pub fn cmd_firstboot(g: &Global) -> Result<i32> {
     let facts = crate::facts::Facts::gather(&root);
     let mut failed = false;
 
+    let limit = config.fix.command_timeout;
     // 1. GRUB into the MBR of the new boot disk, and debconf told so.
     let grub: String = if !facts.installed("grub-pc") {
         "skipped: grub-pc is not installed".into()
@@ -846,7 +828,7 @@ pub fn cmd_firstboot(g: &Global) -> Result<i32> {
                 let mut res = Ok(());
                 for d in &devs {
                     println!("cloudprep firstboot: grub-install {d}");
-                    if let Err(e) = run_in_guest(&root, &["grub-install", d], None) {
+                    if let Err(e) = run_in_guest(&root, &["grub-install", d], None, limit) {
                         res = Err(e);
                         break;
                     }
@@ -856,6 +838,7 @@ pub fn cmd_firstboot(g: &Global) -> Result<i32> {
                         &root,
                         &["debconf-set-selections"],
                         Some(&debconf_install_devices(&devs)),
+                        limit,
                     )
                     .map(|_| ())
                 });
@@ -884,7 +867,7 @@ pub fn cmd_firstboot(g: &Global) -> Result<i32> {
     } else {
         let mut argv = vec!["apt-get", "purge", "-y", "-q"];
         argv.extend(&tools);
-        match run_in_guest(&root, &argv, None) {
+        match run_in_guest(&root, &argv, None, limit) {
             Ok(_) => format!("purged {}", tools.join(" ")),
             Err(e) => {
                 failed = true;

@@ -493,6 +493,43 @@ fn failing_command_rolls_back_the_whole_run() {
     assert_eq!(runs[0].state.as_str(), "rolled-back");
 }
 
+#[test]
+fn a_hung_command_is_stopped_at_its_time_limit_and_the_run_rolled_back() {
+    if !common::is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let g = common::Guest::bookworm();
+    plant(&g);
+    let before = snapshot(g.root(), TREES, true);
+    let root = Root::new(g.root()).unwrap();
+    let mut findings = good_findings();
+    // Runs in the guest's chroot; `sleep` is the guest's own.
+    findings.push(finding(
+        "test.hang",
+        cmd(Phase::Post, 90, &["sleep", "600"]),
+    ));
+    let plan = compose_plan(&root, &findings);
+    let mut config = Config::default();
+    config.fix.command_timeout = 2;
+    let t0 = std::time::Instant::now();
+    let rep = fix::execute(&root, &config, &plan, &ExecOptions::default()).unwrap();
+    assert!(t0.elapsed().as_secs() < 120, "took {:?}", t0.elapsed());
+    assert_eq!(rep.state, "rolled-back", "{rep:#?}");
+    assert!(
+        rep.errors
+            .iter()
+            .any(|e| e.contains("`sleep 600` failed (timed out after 2 s")),
+        "{:?}",
+        rep.errors
+    );
+    assert_same(
+        "after a timed-out run",
+        &before,
+        &snapshot(g.root(), TREES, true),
+    );
+}
+
 /// Helper run by `sigkill_at_every_journal_step` in a child process (it kills itself at a journal step).
 #[test]
 #[ignore]

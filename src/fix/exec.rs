@@ -18,6 +18,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 pub const PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
 /// Captured output kept per stream: head and tail.
@@ -33,22 +34,36 @@ pub struct DevLink {
     pub partuuid: Option<String>,
 }
 
-#[derive(Debug, Clone)]
+/// How long a validator may run before it is stopped.
+pub const VALIDATOR_TIMEOUT: Duration = Duration::from_secs(300);
+/// After the timeout: SIGTERM, then SIGKILL this much later.
+const KILL_GRACE: Duration = Duration::from_secs(10);
+/// After the command exits, how long to wait for the rest of its output (a daemon it started may hold the
+/// pipes open for ever).
+const OUTPUT_GRACE: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, Default)]
 pub struct Outcome {
     pub status: Option<i32>,
     pub signal: Option<i32>,
     pub output: String,
+    /// Stopped because it ran longer than this many seconds.
+    pub timed_out: Option<u64>,
 }
 
 impl Outcome {
     pub fn ok(&self) -> bool {
-        self.status == Some(0)
+        self.status == Some(0) && self.timed_out.is_none()
     }
     pub fn describe(&self) -> String {
-        match (self.status, self.signal) {
+        let how = match (self.status, self.signal) {
             (Some(c), _) => format!("exit status {c}"),
             (None, Some(s)) => format!("killed by signal {s}"),
             _ => "unknown status".into(),
+        };
+        match self.timed_out {
+            Some(t) => format!("timed out after {t} s, stopped: {how}"),
+            None => how,
         }
     }
 }
@@ -304,17 +319,20 @@ impl Chroot {
 }
 
 /// Run `argv` in the guest: directly when `chroot` is None (live root), else chrooted in a private mount
-/// namespace. Output (stdout and stderr) is captured.
+/// namespace. Output (stdout and stderr) is captured. Stopped after [`VALIDATOR_TIMEOUT`].
 pub fn run(chroot: Option<&Chroot>, argv: &[String]) -> Result<Outcome> {
-    run_with_input(chroot, argv, None)
+    run_with_input(chroot, argv, None, VALIDATOR_TIMEOUT)
 }
 
-/// [`run`] with `input` written to the command's standard input.
+/// [`run`] with `input` written to the command's standard input and a time limit: past `timeout` the
+/// command and every process it started get SIGTERM, and SIGKILL 10 s later; the outcome says so.
 pub fn run_with_input(
     chroot: Option<&Chroot>,
     argv: &[String],
     input: Option<&str>,
+    timeout: Duration,
 ) -> Result<Outcome> {
+    use std::sync::mpsc;
     let Some(prog) = argv.first() else {
         bail!("empty command");
     };
@@ -344,27 +362,156 @@ pub fn run_with_input(
     let mut child = cmd
         .spawn()
         .with_context(|| format!("running {}", argv.join(" ")))?;
+    let pid = child.id() as libc::pid_t;
+    // Input and output go through threads: a command that writes much before reading its input, or never
+    // reads it, cannot block us, and the time limit holds whatever the command does with its pipes.
     if let (Some(text), Some(mut sin)) = (input, child.stdin.take()) {
-        use std::io::Write;
-        // A command that exits without reading its input is reported by its status, not as a write error.
-        let _ = sin.write_all(text.as_bytes());
+        let text = text.to_string();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            // A command that exits without reading its input is reported by its status.
+            let _ = sin.write_all(text.as_bytes());
+        });
     }
-    let out = child
-        .wait_with_output()
-        .with_context(|| format!("running {}", argv.join(" ")))?;
-    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let err = String::from_utf8_lossy(&out.stderr);
+    let out_rx = drain(child.stdout.take());
+    let err_rx = drain(child.stderr.take());
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait());
+    });
+    let mut timed_out = None;
+    let status = match rx.recv_timeout(timeout) {
+        Ok(st) => st,
+        Err(_) => {
+            timed_out = Some(timeout.as_secs());
+            signal_tree(pid, libc::SIGTERM);
+            match rx.recv_timeout(KILL_GRACE) {
+                Ok(st) => st,
+                Err(_) => {
+                    signal_tree(pid, libc::SIGKILL);
+                    rx.recv().context("waiting for a killed command")?
+                }
+            }
+        }
+    }
+    .with_context(|| format!("running {}", argv.join(" ")))?;
+    let mut text = collect(&out_rx);
+    let err = collect(&err_rx);
     if !err.is_empty() {
         if !text.is_empty() && !text.ends_with('\n') {
             text.push('\n');
         }
         text.push_str(&err);
     }
+    if let Some(t) = timed_out {
+        if !text.is_empty() && !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text.push_str(&format!(
+            "cloudprep: stopped after {t} s (time limit; [fix] command_timeout)\n"
+        ));
+    }
     Ok(Outcome {
-        status: out.status.code(),
-        signal: out.status.signal(),
+        status: status.code(),
+        signal: status.signal(),
         output: truncate(&text),
+        timed_out,
     })
+}
+
+/// A child's stream, read to its end by a thread: what arrived so far, and a signal at the end.
+struct Drain {
+    buf: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    done: std::sync::mpsc::Receiver<()>,
+}
+
+fn drain<R: std::io::Read + Send + 'static>(r: Option<R>) -> Drain {
+    let buf = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (tx, done) = std::sync::mpsc::channel();
+    if let Some(mut r) = r {
+        let b = buf.clone();
+        std::thread::spawn(move || {
+            let mut chunk = [0u8; 8192];
+            loop {
+                match r.read(&mut chunk) {
+                    Ok(0) => break,
+                    Ok(n) => b
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .extend_from_slice(&chunk[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(_) => break,
+                }
+            }
+            let _ = tx.send(());
+        });
+    } else {
+        let _ = tx.send(());
+    }
+    Drain { buf, done }
+}
+
+/// The output of a finished command: waits up to [`OUTPUT_GRACE`] for the end of the stream (a process it
+/// left running may hold it open), then takes what arrived.
+fn collect(d: &Drain) -> String {
+    let ended = d.done.recv_timeout(OUTPUT_GRACE).is_ok();
+    let b = d.buf.lock().unwrap_or_else(|e| e.into_inner());
+    let mut s = String::from_utf8_lossy(&b).into_owned();
+    if !ended {
+        if !s.is_empty() && !s.ends_with('\n') {
+            s.push('\n');
+        }
+        s.push_str("[a process the command started keeps this output open; not waited for]\n");
+    }
+    s
+}
+
+/// Parent pid of every process, from `/proc/<pid>/stat` (the host's process table, not the guest's).
+fn process_parents() -> Vec<(libc::pid_t, libc::pid_t)> {
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter_map(|e| {
+            let pid: libc::pid_t = e.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            Some((pid, parse_ppid(&stat)?))
+        })
+        .collect()
+}
+
+/// The parent pid in a `/proc/<pid>/stat` line (the command name may hold spaces and parentheses).
+fn parse_ppid(stat: &str) -> Option<libc::pid_t> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// `pid` and all its descendants, parents first.
+fn descendants(pid: libc::pid_t, parents: &[(libc::pid_t, libc::pid_t)]) -> Vec<libc::pid_t> {
+    let mut out = vec![pid];
+    let mut i = 0;
+    while i < out.len() {
+        let p = out[i];
+        out.extend(
+            parents
+                .iter()
+                .filter(|(c, pp)| *pp == p && !out.contains(c))
+                .map(|(c, _)| *c)
+                .collect::<Vec<_>>(),
+        );
+        i += 1;
+    }
+    out
+}
+
+/// Send `sig` to `pid` and every process below it.
+fn signal_tree(pid: libc::pid_t, sig: libc::c_int) {
+    for p in descendants(pid, &process_parents()) {
+        // SAFETY: kill(2) with a pid we started (or one of its children) and a valid signal.
+        unsafe {
+            libc::kill(p, sig);
+        }
+    }
 }
 
 fn child_setup(ops: &[Op], base: &CString) -> std::io::Result<()> {
@@ -511,5 +658,107 @@ mod tests {
     #[test]
     fn link_names_are_escaped_like_udev() {
         assert_eq!(link_name("my disk/1"), "my\\x20disk\\x2f1");
+    }
+
+    fn argv(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// State letter of a process (None when it is gone).
+    fn proc_state(pid: i32) -> Option<char> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat[stat.rfind(')')? + 1..]
+            .split_whitespace()
+            .next()?
+            .chars()
+            .next()
+    }
+
+    #[test]
+    fn ppid_is_read_after_the_last_parenthesis() {
+        assert_eq!(parse_ppid("42 (a) b (c)) S 17 42 42 0"), Some(17));
+        assert_eq!(parse_ppid("1 (init) S 0 1 1"), Some(0));
+        assert_eq!(parse_ppid("garbage"), None);
+        let tree = [(2, 1), (3, 2), (4, 3), (5, 1), (6, 4)];
+        assert_eq!(descendants(2, &tree), vec![2, 3, 4, 6]);
+        assert_eq!(descendants(5, &tree), vec![5]);
+    }
+
+    #[test]
+    fn a_command_past_its_time_limit_is_stopped_with_what_it_started() {
+        let t0 = std::time::Instant::now();
+        // The shell ignores SIGTERM, so the SIGKILL that follows is needed too.
+        let o = run_with_input(
+            None,
+            &argv(&["sh", "-c", "trap '' TERM; sleep 300 & echo child $!; wait"]),
+            None,
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        let took = t0.elapsed();
+        assert!(!o.ok(), "{o:?}");
+        assert_eq!(o.timed_out, Some(1));
+        assert!(
+            o.describe().starts_with("timed out after 1 s"),
+            "{}",
+            o.describe()
+        );
+        assert!(o.output.contains("stopped after 1 s"), "{}", o.output);
+        assert!(took < Duration::from_secs(60), "took {took:?}");
+        let child: i32 = o
+            .output
+            .lines()
+            .find_map(|l| l.strip_prefix("child "))
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no child pid in {:?}", o.output));
+        // The background sleep got the signals too (gone, or a zombie awaiting its new parent).
+        let mut state = proc_state(child);
+        for _ in 0..100 {
+            if matches!(state, None | Some('Z')) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+            state = proc_state(child);
+        }
+        assert!(
+            matches!(state, None | Some('Z')),
+            "sleep {child} still runs: {state:?}"
+        );
+    }
+
+    #[test]
+    fn a_command_within_its_limit_reports_status_and_input_round_trips() {
+        let o = run_with_input(
+            None,
+            &argv(&["sh", "-c", "cat; echo err >&2; exit 3"]),
+            Some("hello\n"),
+            Duration::from_secs(60),
+        )
+        .unwrap();
+        assert_eq!((o.status, o.timed_out), (Some(3), None));
+        assert_eq!(o.output, "hello\nerr\n");
+        assert_eq!(o.describe(), "exit status 3");
+        // An input larger than a pipe buffer, to a command that never reads it, does not block.
+        let big = "x".repeat(1 << 20);
+        let o =
+            run_with_input(None, &argv(&["true"]), Some(&big), Duration::from_secs(60)).unwrap();
+        assert!(o.ok(), "{o:?}");
+    }
+
+    #[test]
+    fn a_daemon_holding_the_output_open_does_not_hold_the_run() {
+        let t0 = std::time::Instant::now();
+        // The background sleep inherits stdout and outlives the shell.
+        let o = run_with_input(
+            None,
+            &argv(&["sh", "-c", "echo started; sleep 60 & exit 0"]),
+            None,
+            Duration::from_secs(120),
+        )
+        .unwrap();
+        assert!(o.ok(), "{o:?}");
+        assert!(o.output.starts_with("started\n"), "{}", o.output);
+        assert!(o.output.contains("keeps this output open"), "{}", o.output);
+        assert!(t0.elapsed() < Duration::from_secs(40), "{:?}", t0.elapsed());
     }
 }

@@ -385,6 +385,8 @@ struct Run<'a> {
     /// Backup entries of this run by seq (for undo).
     backups: Vec<Entry>,
     chroot: Option<exec::Chroot>,
+    /// Time limit of one command.
+    command_timeout: std::time::Duration,
     report: RunReport,
 }
 
@@ -692,20 +694,28 @@ impl Run<'_> {
                 status: None,
                 signal: None,
                 output: "cannot run commands in this guest root".into(),
+                ..Default::default()
             }
         } else if exec::find_in_guest(self.root, &c.argv[0]).is_none() {
             exec::Outcome {
                 status: Some(127),
                 signal: None,
                 output: format!("{}: not found in the guest", c.argv[0]),
+                ..Default::default()
             }
         } else {
-            match exec::run_with_input(self.chroot.as_ref(), &c.argv, c.stdin.as_deref()) {
+            match exec::run_with_input(
+                self.chroot.as_ref(),
+                &c.argv,
+                c.stdin.as_deref(),
+                self.command_timeout,
+            ) {
                 Ok(o) => o,
                 Err(e) => exec::Outcome {
                     status: None,
                     signal: None,
                     output: format!("{e:#}"),
+                    ..Default::default()
                 },
             }
         };
@@ -750,12 +760,7 @@ fn last_lines(s: &str, n: usize) -> String {
 }
 
 /// Execute `plan` on `root` transactionally. Unfinished earlier runs are rolled back first.
-pub fn execute(
-    root: &Root,
-    _config: &Config,
-    plan: &Plan,
-    opts: &ExecOptions,
-) -> Result<RunReport> {
+pub fn execute(root: &Root, config: &Config, plan: &Plan, opts: &ExecOptions) -> Result<RunReport> {
     let _l = lock(root)?;
     recover_locked(root)?;
     let mut report = RunReport {
@@ -832,6 +837,10 @@ pub fn execute(
         backed_up: HashSet::new(),
         backups: Vec::new(),
         chroot,
+        command_timeout: match config.fix.command_timeout {
+            0 => std::time::Duration::MAX,
+            s => std::time::Duration::from_secs(s),
+        },
         report,
     };
     let res = forward(&mut run, plan);
