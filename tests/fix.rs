@@ -93,6 +93,101 @@ fn assert_same(what: &str, a: &BTreeMap<String, Node>, b: &BTreeMap<String, Node
     assert!(diffs.is_empty(), "{what}:\n{}", diffs.join("\n"));
 }
 
+/// The first `n` bytes of a disk.
+fn disk_head(dev: &str, n: usize) -> Vec<u8> {
+    use std::os::unix::fs::FileExt;
+    let mut b = vec![0u8; n];
+    std::fs::File::open(dev)
+        .unwrap()
+        .read_exact_at(&mut b, 0)
+        .unwrap();
+    b
+}
+
+#[test]
+fn grub_install_boot_code_is_written_back_by_rollback() {
+    use std::os::unix::fs::FileExt;
+    if !common::is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    const MIB: usize = 1 << 20;
+    let mut disk = common::loopdev::LoopDisk::new(2048, "label: dos\n,,L,*\n");
+    let part = disk.part(1);
+    common::sh("mkfs.ext4", &["-q", "-F", &part]);
+    let mnt = disk.image.parent().unwrap().join("mnt");
+    disk.mount(&part, &mnt, &[]);
+    let st = Command::new(common::repo().join("scripts/mkroot.sh"))
+        .args(["bookworm", mnt.to_str().unwrap(), "vm"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    // Another boot loader's code in the MBR and the gap before partition 1 (which starts at 1 MiB).
+    let old: Vec<u8> = (0..MIB).map(|i| (i * 7 % 251) as u8).collect();
+    {
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&disk.dev)
+            .unwrap();
+        f.write_all_at(&old[..440], 0).unwrap();
+        f.write_all_at(&old[512..], 512).unwrap();
+        f.sync_all().unwrap();
+    }
+    let original = disk_head(&disk.dev, MIB);
+    let root = Root::new(&mnt).unwrap();
+    let findings = vec![finding(
+        "test.grub-install",
+        cmd(
+            Phase::Post,
+            cloudprep::check::order::GRUB_INSTALL,
+            &["grub-install", &disk.dev],
+        ),
+    )];
+    let plan = compose_plan(&root, &findings);
+    let rep = fix::execute(&root, &Config::default(), &plan, &ExecOptions::default()).unwrap();
+    assert_eq!(rep.state, "applied", "{rep:#?}");
+    let installed = disk_head(&disk.dev, MIB);
+    // GRUB's boot.img and core.img were written; the disk signature and partition table were not.
+    assert!(
+        installed[..440].windows(4).any(|w| w == b"GRUB"),
+        "no GRUB boot code in the MBR"
+    );
+    assert_ne!(installed[512..], original[512..], "core.img not embedded");
+    assert_eq!(installed[440..512], original[440..512]);
+    let out = common::run_cloudprep(&mnt, &["rollback"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    assert!(
+        said.contains(&format!("restored {} (boot code)", disk.dev)),
+        "{said}"
+    );
+    assert!(!said.contains("cannot undo"), "{said}");
+    assert!(
+        disk_head(&disk.dev, MIB) == original,
+        "rollback did not restore the first MiB byte for byte"
+    );
+
+    // Once the disk is repartitioned (here: partition 1's type changed), rollback leaves the boot code.
+    let rep = fix::execute(&root, &Config::default(), &plan, &ExecOptions::default()).unwrap();
+    assert_eq!(rep.state, "applied", "{rep:#?}");
+    let installed = disk_head(&disk.dev, MIB);
+    common::sh(
+        "sfdisk",
+        &["-q", "--no-reread", "--part-type", &disk.dev, "1", "8e"],
+    );
+    let out = common::run_cloudprep(&mnt, &["rollback"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("its boot code was not restored"), "{said}");
+    let now = disk_head(&disk.dev, MIB);
+    assert_eq!(
+        now[..440],
+        installed[..440],
+        "boot code written over a changed disk"
+    );
+    assert_eq!(now[512..], installed[512..]);
+    disk.unmount_all();
+}
+
 const TREES: &[&str] = &["/etc", "/boot", "/var/cache/debconf"];
 
 fn info(id: &'static str) -> CheckInfo {

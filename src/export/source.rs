@@ -179,6 +179,21 @@ pub struct Source {
 
 nix::ioctl_read!(blkgetsize64, 0x12, 114, u64);
 
+/// Size in bytes of a block device (BLKGETSIZE64) or a regular file.
+pub fn device_size(file: &File, path: &Path) -> Result<u64> {
+    let md = file
+        .metadata()
+        .with_context(|| format!("reading the metadata of {}", path.display()))?;
+    if !md.file_type().is_block_device() {
+        return Ok(md.len());
+    }
+    let mut sz = 0u64;
+    // SAFETY: BLKGETSIZE64 writes one u64 through the pointer, which is valid.
+    unsafe { blkgetsize64(std::os::fd::AsRawFd::as_raw_fd(file), &mut sz) }
+        .with_context(|| format!("BLKGETSIZE64 on {}", path.display()))?;
+    Ok(sz)
+}
+
 pub fn open(spec: &str, root: &Path) -> Result<Source> {
     let path = if spec == "auto" {
         auto_disk(root)?
@@ -188,11 +203,11 @@ pub fn open(spec: &str, root: &Path) -> Result<Source> {
     let file = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
     let md = file.metadata()?;
     let (size, disk_name) = if md.file_type().is_block_device() {
-        let mut sz = 0u64;
-        unsafe { blkgetsize64(std::os::fd::AsRawFd::as_raw_fd(&file), &mut sz) }
-            .with_context(|| format!("BLKGETSIZE64 on {}", path.display()))?;
         let r = md.rdev();
-        (sz, devnum_name((libc::major(r), libc::minor(r))))
+        (
+            device_size(&file, &path)?,
+            devnum_name((libc::major(r), libc::minor(r))),
+        )
     } else if md.is_file() {
         (md.len(), None)
     } else {

@@ -62,6 +62,16 @@ pub enum Entry {
         meta: Meta,
         reason: String,
     },
+    /// Boot code areas of a disk (byte offset, length), saved before `grub-install` writes them; the
+    /// backup holds their bytes concatenated. `identity` is the disk signature and partition table they
+    /// belong to ([`super::bootcode::identity`]).
+    BootCode {
+        device: String,
+        areas: Vec<(u64, u64)>,
+        identity: String,
+        backup: String,
+        sha256: String,
+    },
     /// A directory is about to be created (removed again on rollback when empty).
     MkDir {
         path: String,

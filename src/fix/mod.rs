@@ -8,6 +8,7 @@
 //! (mode, owner, mtime), removes what the run created, and names the commands it cannot undo.
 
 pub mod atomic;
+pub mod bootcode;
 pub mod exec;
 pub mod journal;
 pub mod validate;
@@ -291,7 +292,7 @@ fn effects(argv: &[String]) -> Effects {
                 debconf,
             ],
             reversible: false,
-            note: "files under /boot/grub are restored, but the boot code written to the disk is not",
+            note: "files under /boot/grub are restored; the boot code on the disk too when it was saved",
         },
         "debconf-set-selections" => Effects {
             trees: vec![debconf],
@@ -400,6 +401,34 @@ fn guest_join(dir: &str, rel: &str) -> String {
 
 impl Run<'_> {
     /// Save the current state of the canonical guest path `path` (once per run) before it changes.
+    /// Save the areas of `dev` that a BIOS grub-install writes, durably, and journal them.
+    fn save_bootcode(&mut self, dev: &str, idx: usize) -> Result<()> {
+        let disk = bootcode::Disk::open(dev, false)?;
+        let (table, _, identity) = disk.table()?;
+        let Some(areas) = bootcode::areas(&table, disk.size()) else {
+            bail!("{dev} has no partition table");
+        };
+        let data = disk.read_areas(&areas)?;
+        let rel = format!("files/bootcode-{idx}");
+        let host = self.dir.join(&rel);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&host)
+            .with_context(|| format!("creating backup {}", host.display()))?;
+        f.write_all(&data)
+            .and_then(|_| f.sync_all())
+            .with_context(|| format!("writing backup {}", host.display()))?;
+        atomic::fsync_dir(&self.dir.join("files"))?;
+        self.journal.append(&Entry::BootCode {
+            device: dev.to_string(),
+            areas,
+            identity,
+            backup: rel,
+            sha256: atomic::sha256(&data),
+        })
+    }
+
     fn backup(&mut self, path: &str, reason: &str) -> Result<()> {
         if self.backed_up.contains(path) {
             return Ok(());
@@ -682,12 +711,24 @@ impl Run<'_> {
             })?;
             watched.push((canon, t.recursive, entries));
         }
+        let (mut reversible, mut note) = (eff.reversible, eff.note.to_string());
+        if let Some(dev) = bootcode::install_device(&c.argv).filter(|_| is_grub_install(&c.argv)) {
+            match self.save_bootcode(&dev, idx) {
+                Ok(()) => {
+                    reversible = true;
+                    note = format!(
+                        "files under /boot/grub and the boot code on {dev} are restored (while its partition table is unchanged)"
+                    );
+                }
+                Err(e) => note = format!("{note} (not saved: {e:#})"),
+            }
+        }
         self.journal.append(&Entry::CommandStart {
             idx,
             argv: c.argv.clone(),
             phase: c.phase,
-            reversible: eff.reversible,
-            note: eff.note.to_string(),
+            reversible,
+            note,
         })?;
         let outcome = if !self.root.is_live() && self.chroot.is_none() {
             exec::Outcome {
@@ -993,6 +1034,42 @@ fn restore(root: &Root, run_dir: &std::path::Path, e: &Entry) -> Result<()> {
 /// Roll back the run in `dir`: restore every backup (newest first, so the oldest copy wins), remove what
 /// commands added to the watched trees, remove the directories the run created, and mark the run rolled
 /// back.
+fn is_grub_install(argv: &[String]) -> bool {
+    argv.first()
+        .is_some_and(|p| p.rsplit('/').next() == Some("grub-install"))
+}
+
+/// Write saved boot code back. `Ok(Some(reason))` when it is left alone on purpose.
+fn restore_bootcode(dir: &std::path::Path, e: &Entry) -> Result<Option<String>> {
+    let Entry::BootCode {
+        device,
+        areas,
+        identity,
+        backup,
+        sha256,
+    } = e
+    else {
+        return Ok(None);
+    };
+    let host = dir.join(backup);
+    let data = std::fs::read(&host).with_context(|| format!("reading {}", host.display()))?;
+    if atomic::sha256(&data) != *sha256 {
+        bail!("the saved copy {} is damaged", host.display());
+    }
+    let disk = bootcode::Disk::open(device, true)?;
+    let (_, _, now) = disk.table()?;
+    if now != *identity {
+        return Ok(Some(format!(
+            "{device} no longer has the partition table it had during the run (repartitioned, or another \
+             disk under that name): its boot code was not restored"
+        )));
+    }
+    if disk.read_areas(areas)? != data {
+        disk.write_areas(areas, &data)?;
+    }
+    Ok(None)
+}
+
 fn rollback_dir(
     root: &Root,
     id: &str,
@@ -1127,6 +1204,18 @@ fn rollback_dir(
                 Ok(true) => rep.removed.push(path.clone()),
                 Ok(false) => {}
                 Err(err) => rep.errors.push(format!("removing {path}: {err:#}")),
+            }
+        }
+    }
+    // 4. Boot code written to disks, when the disk still has the same partition table.
+    for e in entries.iter().rev() {
+        if let Entry::BootCode { device, .. } = e {
+            match restore_bootcode(dir, e) {
+                Ok(None) => rep.restored.push(format!("{device} (boot code)")),
+                Ok(Some(why)) => rep.warnings.push(why),
+                Err(err) => rep
+                    .errors
+                    .push(format!("restoring the boot code of {device}: {err:#}")),
             }
         }
     }
