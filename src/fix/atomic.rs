@@ -107,6 +107,81 @@ fn meta_of(st: &libc::stat) -> Meta {
         gid: st.st_gid,
         mtime: st.st_mtime,
         mtime_nsec: st.st_mtime_nsec,
+        xattrs: Vec::new(),
+    }
+}
+
+/// The extended attributes of an open file (empty where the filesystem has none or does not support them).
+fn xattrs_of(fd: libc::c_int) -> Vec<(String, String)> {
+    // SAFETY: flistxattr/fgetxattr write at most the given sizes into buffers we own.
+    let names = unsafe {
+        let n = libc::flistxattr(fd, std::ptr::null_mut(), 0);
+        if n <= 0 {
+            return Vec::new();
+        }
+        let mut buf = vec![0u8; n as usize];
+        let n = libc::flistxattr(fd, buf.as_mut_ptr() as *mut libc::c_char, buf.len());
+        if n <= 0 {
+            return Vec::new();
+        }
+        buf.truncate(n as usize);
+        buf
+    };
+    let mut out = Vec::new();
+    for name in names.split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        let Ok(cname) = CString::new(name) else {
+            continue;
+        };
+        // SAFETY: as above.
+        let value = unsafe {
+            let n = libc::fgetxattr(fd, cname.as_ptr(), std::ptr::null_mut(), 0);
+            if n < 0 {
+                continue;
+            }
+            let mut v = vec![0u8; n as usize];
+            let n = libc::fgetxattr(
+                fd,
+                cname.as_ptr(),
+                v.as_mut_ptr() as *mut libc::c_void,
+                v.len(),
+            );
+            if n < 0 {
+                continue;
+            }
+            v.truncate(n as usize);
+            v
+        };
+        out.push((
+            String::from_utf8_lossy(name).into_owned(),
+            hex::encode(value),
+        ));
+    }
+    out
+}
+
+/// Set extended attributes on an open file. One that cannot be set (unsupported here, not permitted) is
+/// logged and skipped: the content and mode are what matter for the guest to boot.
+fn set_xattrs(fd: libc::c_int, xattrs: &[(String, String)], what: &str) {
+    for (name, value) in xattrs {
+        let (Ok(cname), Ok(v)) = (CString::new(name.as_str()), hex::decode(value)) else {
+            continue;
+        };
+        // SAFETY: valid fd, NUL-terminated name, value buffer of its length.
+        let r = unsafe {
+            libc::fsetxattr(
+                fd,
+                cname.as_ptr(),
+                v.as_ptr() as *const libc::c_void,
+                v.len(),
+                0,
+            )
+        };
+        if r < 0 {
+            log::warn!(
+                "{what}: extended attribute {name} not kept: {}",
+                std::io::Error::last_os_error()
+            );
+        }
     }
 }
 
@@ -229,10 +304,9 @@ impl Dir {
                 let mut bytes = Vec::new();
                 f.read_to_end(&mut bytes)
                     .with_context(|| format!("reading {}", self.path_of(name)))?;
-                Ok(Existing::File {
-                    bytes,
-                    meta: meta_of(&st2),
-                })
+                let mut meta = meta_of(&st2);
+                meta.xattrs = xattrs_of(f.as_raw_fd());
+                Ok(Existing::File { bytes, meta })
             }
             libc::S_IFLNK => {
                 let c = self.name(name)?;
@@ -304,6 +378,8 @@ impl Dir {
             if unsafe { libc::fchmod(f.as_raw_fd(), meta.mode as libc::mode_t) } < 0 {
                 return Err(std::io::Error::last_os_error().into());
             }
+            // After the mode: an access ACL carries the mode's bits and must win.
+            set_xattrs(f.as_raw_fd(), &meta.xattrs, &self.path_of(name));
             if set_mtime {
                 let ts = [
                     libc::timespec {
@@ -502,6 +578,7 @@ mod tests {
             gid: nix::unistd::getgid().as_raw(),
             mtime: 1_000_000_000,
             mtime_nsec: 5,
+            xattrs: Vec::new(),
         };
         dir.write("x", b"a\r\nb", &meta, true).unwrap();
         let m = std::fs::metadata(d.path().join("etc/x")).unwrap();
@@ -523,5 +600,61 @@ mod tests {
         assert_eq!((p.as_str(), n.as_str()), ("/etc", "fstab"));
         let (p, _) = split("/x").unwrap();
         assert_eq!(p, "/");
+    }
+
+    #[test]
+    fn a_rewrite_keeps_extended_attributes() {
+        let d = tempfile::tempdir_in("/var/tmp").unwrap();
+        std::fs::create_dir_all(d.path().join("etc")).unwrap();
+        let p = d.path().join("etc/conf");
+        std::fs::write(&p, "old\n").unwrap();
+        let cp = CString::new(p.as_os_str().as_bytes()).unwrap();
+        // SAFETY: valid path and buffers.
+        let r = unsafe {
+            libc::setxattr(
+                cp.as_ptr(),
+                c"user.cloudprep-test".as_ptr(),
+                b"v\x00\xff".as_ptr() as *const libc::c_void,
+                3,
+                0,
+            )
+        };
+        if r != 0 {
+            eprintln!(
+                "skipped: no user xattrs here: {}",
+                std::io::Error::last_os_error()
+            );
+            return;
+        }
+        let root = Root::new(d.path()).unwrap();
+        let dir = Dir::open(&root, "/etc").unwrap();
+        let Existing::File { meta, .. } = dir.read("conf").unwrap() else {
+            panic!("not a file");
+        };
+        assert_eq!(
+            meta.xattrs,
+            vec![("user.cloudprep-test".to_string(), "7600ff".to_string())]
+        );
+        dir.write("conf", b"new\n", &meta, false).unwrap();
+        let mut v = [0u8; 16];
+        // SAFETY: valid path and buffer.
+        let n = unsafe {
+            libc::getxattr(
+                cp.as_ptr(),
+                c"user.cloudprep-test".as_ptr(),
+                v.as_mut_ptr() as *mut libc::c_void,
+                v.len(),
+            )
+        };
+        assert_eq!(n, 3, "{}", std::io::Error::last_os_error());
+        assert_eq!(&v[..3], b"v\x00\xff");
+        assert_eq!(std::fs::read(&p).unwrap(), b"new\n");
+        // The journal form of the meta round-trips, and old journals without xattrs still parse.
+        let j = serde_json::to_string(&meta).unwrap();
+        assert_eq!(serde_json::from_str::<Meta>(&j).unwrap(), meta);
+        let old: Meta =
+            serde_json::from_str(r#"{"mode":420,"uid":0,"gid":0,"mtime":1,"mtime_nsec":0}"#)
+                .unwrap();
+        assert!(old.xattrs.is_empty());
     }
 }

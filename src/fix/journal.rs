@@ -33,6 +33,9 @@ pub struct Meta {
     pub gid: u32,
     pub mtime: i64,
     pub mtime_nsec: i64,
+    /// Extended attributes (POSIX ACLs, SELinux labels, user.*): name and hex-encoded value.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub xattrs: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
