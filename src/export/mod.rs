@@ -108,7 +108,7 @@ fn prepare(
     spec: &str,
     root: &Path,
     consistency: Option<Consistency>,
-) -> Result<(source::Source, Option<freeze::Guard>, String)> {
+) -> Result<(source::Source, Option<freeze::Guard>, String, bool)> {
     let src = source::open(spec, root)?;
     let mounted = src.mounted()?;
     let rw: Vec<&source::Mount> = mounted.iter().filter(|m| m.read_write).collect();
@@ -136,7 +136,9 @@ fn prepare(
         }
     };
     src.invalidate_cache();
-    Ok((src, guard, label))
+    // Nothing can write to the source during the copy unless `none` let it stay mounted read-write.
+    let stable = rw.is_empty() || guard.is_some();
+    Ok((src, guard, label, stable))
 }
 
 /// What one pass of the pipeline reads and how it encodes.
@@ -145,6 +147,8 @@ struct Copy<'a> {
     fs_skip: bool,
     compress: Compression,
     threads: usize,
+    /// The source cannot change during the copy (see [`pipeline::run`]).
+    stable: bool,
 }
 
 impl Copy<'_> {
@@ -171,6 +175,7 @@ impl Copy<'_> {
             sink,
             prog,
             digest,
+            self.stable,
         )
     }
 }
@@ -206,13 +211,14 @@ fn export_stream_root(
         bail!("--compress applies to qcow2 only");
     }
     freeze::install_handlers();
-    let (src, guard, label) = prepare(&opts.source, root, opts.consistency)?;
+    let (src, guard, label, stable) = prepare(&opts.source, root, opts.consistency)?;
     let mut prog = progress::Progress::new(src.size, false);
     let copy = Copy {
         src: &src,
         fs_skip: opts.fs_skip,
         compress: Compression::None,
         threads: threads(opts.threads),
+        stable,
     };
     let totals = match opts.format {
         ImageFormat::Raw => {
@@ -304,7 +310,7 @@ pub fn cmd_export(g: &Global, a: &ExportArgs) -> Result<i32> {
         let src = source::open(&opts.source, &g.root)?;
         src.check_output(&out)?;
     }
-    let (src, guard, label) = prepare(&opts.source, &g.root, opts.consistency)?;
+    let (src, guard, label, stable) = prepare(&opts.source, &g.root, opts.consistency)?;
     let tmp_path = dir.join(format!(".{fname}.cloudprep-{}.tmp", std::process::id()));
     let file = std::fs::OpenOptions::new()
         .write(true)
@@ -320,6 +326,7 @@ pub fn cmd_export(g: &Global, a: &ExportArgs) -> Result<i32> {
         fs_skip: opts.fs_skip,
         compress: a.compress,
         threads: threads(opts.threads),
+        stable,
     };
     let out_file = file.try_clone()?;
     let mut sink: Box<dyn pipeline::Sink> = match a.format {

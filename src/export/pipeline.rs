@@ -2,7 +2,8 @@
 //! core, a hasher (SHA-256 of the guest-visible content) and one in-order writer.
 //!
 //! Memory is bounded whatever the disk size: chunks that carry data use one of a fixed pool of 1 MiB
-//! buffers (returned to the pool when both the writer and the hasher are done with the chunk); chunks
+//! buffers (returned to the pool when both the writer and the hasher are done with the chunk; a source
+//! that cannot change is read again by the hasher, which then holds no pooled buffer); chunks
 //! that are wholly free carry no buffer, only their position, so the reader, the workers and the writer
 //! run through free space at once while the hasher — the one stage that must see every guest byte — is
 //! up to [`WINDOW`] chunks behind, always with work queued. Digesting is optional (`hash = false`).
@@ -285,6 +286,19 @@ fn read_chunk(
     })
 }
 
+/// What the hasher gets for a chunk: the chunk itself (its buffer is kept until hashed), or, when the
+/// source cannot change during the copy, only where to read it again (so the reader's buffers go back to
+/// the pool as soon as the writer is done, and the hasher can lag behind by the whole window).
+enum ToHash {
+    Held(Arc<Chunk>),
+    Reread {
+        offset: u64,
+        len: usize,
+        /// Known-free ranges inside the chunk (absolute offsets, sorted): zeros, not read.
+        free: Vec<(u64, u64)>,
+    },
+}
+
 /// Where each stage spent its time (logged at debug level: `-vv`).
 #[derive(Debug, Default)]
 struct Timing {
@@ -305,7 +319,8 @@ struct Timing {
 
 #[allow(clippy::too_many_arguments)]
 /// Run the whole copy of `dev` (guest size `size`) into `sink`; `hash`: compute the SHA-256 of the
-/// guest content.
+/// guest content; `stable`: the source cannot change during the copy (not mounted read-write, frozen or
+/// read-only), so the hasher may read a chunk again instead of holding its buffer.
 pub fn run(
     dev: &(dyn ReadAt + Sync),
     layout: &mut Layout,
@@ -315,6 +330,7 @@ pub fn run(
     sink: &mut dyn Sink,
     progress: &mut Progress,
     hash: bool,
+    stable: bool,
 ) -> Result<Totals> {
     let start = Instant::now();
     let threads = threads.max(1);
@@ -331,7 +347,7 @@ pub fn run(
     }
     let (work_tx, work_rx) = sync_channel::<Arc<Chunk>>(WINDOW);
     let work_rx = Arc::new(Mutex::new(work_rx));
-    let (hash_tx, hash_rx) = sync_channel::<Arc<Chunk>>(WINDOW);
+    let (hash_tx, hash_rx) = sync_channel::<ToHash>(WINDOW);
     let (out_tx, out_rx) = sync_channel::<Encoded>(WINDOW);
     let failed = AtomicBool::new(false);
     let mut totals = Totals::default();
@@ -363,7 +379,7 @@ pub fn run(
         // Only the workers hold the queue's receiving end: if they all stop, the reader's send fails.
         drop(work_rx);
         drop(out_tx);
-        let hasher = hash.then(|| s.spawn(move || hasher(hash_rx)));
+        let hasher = hash.then(|| s.spawn(move || hasher(hash_rx, dev)));
         let failed = &failed;
         let writer = s.spawn(move || -> Result<(u64, u64, Duration, Duration)> {
             let mut next = 0u64;
@@ -442,8 +458,24 @@ pub fn run(
             offset += c.len as u64;
             seq += 1;
             let c = Arc::new(c);
-            if hash && hash_tx.send(c.clone()).is_err() {
-                break;
+            if hash {
+                let m = if stable && !c.all_free() {
+                    let end = c.offset + c.len as u64;
+                    ToHash::Reread {
+                        offset: c.offset,
+                        len: c.len,
+                        free: free
+                            .iter()
+                            .map(|&(s, e)| (s.max(c.offset), e.min(end)))
+                            .filter(|(s, e)| s < e)
+                            .collect(),
+                    }
+                } else {
+                    ToHash::Held(c.clone())
+                };
+                if hash_tx.send(m).is_err() {
+                    break;
+                }
             }
             if work_tx.send(c).is_err() {
                 break;
@@ -468,7 +500,7 @@ pub fn run(
             Some(h) => {
                 let (sha, busy, idle) = h
                     .join()
-                    .map_err(|_| anyhow::anyhow!("the hasher panicked"))?;
+                    .map_err(|_| anyhow::anyhow!("the hasher panicked"))??;
                 (timing_ref.hash, timing_ref.hash_idle) = (busy, idle);
                 sha
             }
@@ -509,20 +541,47 @@ pub fn run(
     Ok(totals)
 }
 
-/// SHA-256 of the chunks in order; wholly free chunks are hashed from a static zero buffer.
-fn hasher(rx: Receiver<Arc<Chunk>>) -> (String, Duration, Duration) {
+/// SHA-256 of the chunks in order; wholly free chunks are hashed from a static zero buffer, chunks sent
+/// as [`ToHash::Reread`] are read again from `dev` into the hasher's own buffer.
+fn hasher(rx: Receiver<ToHash>, dev: &dyn ReadAt) -> Result<(String, Duration, Duration)> {
     let mut h = Sha256::new();
+    let mut buf = vec![0u8; CHUNK];
     let (mut busy, mut idle) = (Duration::ZERO, Duration::ZERO);
     loop {
         let t = Instant::now();
-        let Ok(c) = rx.recv() else { break };
+        let Ok(m) = rx.recv() else { break };
         let t2 = Instant::now();
         idle += t2 - t;
-        h.update(&c.data()[..c.len]);
-        drop(c);
+        match m {
+            ToHash::Held(c) => h.update(&c.data()[..c.len]),
+            ToHash::Reread { offset, len, free } => {
+                let b = &mut buf[..len];
+                let end = offset + len as u64;
+                let mut pos = offset;
+                let read = |from: u64, to: u64, b: &mut [u8]| -> Result<()> {
+                    if from < to {
+                        dev.read_exact_at(
+                            &mut b[(from - offset) as usize..(to - offset) as usize],
+                            from,
+                        )
+                        .with_context(|| {
+                            format!("reading the source again at byte {from} for the digest")
+                        })?;
+                    }
+                    Ok(())
+                };
+                for (s, e) in free {
+                    read(pos, s, b)?;
+                    b[(s - offset) as usize..(e - offset) as usize].fill(0);
+                    pos = e;
+                }
+                read(pos, end, b)?;
+                h.update(&*b);
+            }
+        }
         busy += t2.elapsed();
     }
-    (hex::encode(h.finalize()), busy, idle)
+    Ok((hex::encode(h.finalize()), busy, idle))
 }
 
 #[cfg(test)]
