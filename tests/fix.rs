@@ -863,6 +863,88 @@ fn update_grub_in_a_loop_mounted_image_writes_root_uuid() {
     disk.unmount_all();
 }
 
+/// Run `cloudprep fix` on `root` with a pseudo-terminal as its standard input and `answer` typed at its
+/// prompt; returns (exit code, stderr).
+fn fix_on_a_terminal(root: &Path, extra: &[&str], answer: &str) -> (Option<i32>, String) {
+    use std::io::{Read, Write};
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let (mut master, mut slave) = (-1, -1);
+    // SAFETY: openpty writes two descriptors; the other pointers may be null.
+    let r = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(r, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: both descriptors are ours from here on.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    let mut child = Command::new(common::bin())
+        .args(["fix", "--root"])
+        .arg(root)
+        .args(extra)
+        .stdin(std::process::Stdio::from(slave))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = child.stderr.take().unwrap();
+    // Wait for the question before answering it, as a person would.
+    let mut said = Vec::new();
+    let mut b = [0u8; 4096];
+    while !String::from_utf8_lossy(&said).contains("[y/N]") {
+        let n = err.read(&mut b).unwrap();
+        assert!(n > 0, "no prompt: {}", String::from_utf8_lossy(&said));
+        said.extend_from_slice(&b[..n]);
+    }
+    let mut m = std::fs::File::from(master);
+    m.write_all(answer.as_bytes()).unwrap();
+    err.read_to_end(&mut said).unwrap();
+    let st = child.wait().unwrap();
+    (st.code(), String::from_utf8_lossy(&said).into_owned())
+}
+
+#[test]
+fn fix_on_a_terminal_asks_and_does_only_what_was_answered() {
+    if !common::is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let g = common::Guest::bookworm();
+    let rules = "/etc/udev/rules.d/70-persistent-net.rules";
+    g.write(
+        rules,
+        "SUBSYSTEM==\"net\", ACTION==\"add\", DRIVERS==\"?*\", ATTR{address}==\"00:0c:29:aa:bb:cc\", KERNEL==\"eth*\", NAME=\"eth0\"\n",
+    );
+    let only = ["--only", "network.udev-persistent-net"];
+    let before = snapshot(g.root(), TREES, true);
+    // "n" (and anything but yes): the plan was shown, nothing changed.
+    for answer in ["n\n", "\n", "maybe\n"] {
+        let (code, said) = fix_on_a_terminal(g.root(), &only, answer);
+        assert!(
+            said.contains(&format!("--- a{rules}")),
+            "plan not shown:\n{said}"
+        );
+        assert!(said.contains("nothing changed"), "{said}");
+        assert_eq!(code, Some(2), "{said}");
+        assert_same(
+            "after answering no",
+            &before,
+            &snapshot(g.root(), TREES, true),
+        );
+    }
+    // "y": applied and journaled; the rules file is gone and rollback brings it back.
+    let (code, said) = fix_on_a_terminal(g.root(), &only, "y\n");
+    assert!(code.is_some_and(|c| c <= 1), "{code:?}: {said}");
+    assert!(!g.path(rules).exists(), "{said}");
+    let out = g.cloudprep(&["rollback"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_same("after rollback", &before, &snapshot(g.root(), TREES, true));
+}
+
 #[test]
 fn fix_cli_dry_run_changes_nothing_and_refuses_without_a_terminal() {
     if !common::is_root() {
