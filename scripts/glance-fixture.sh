@@ -180,6 +180,8 @@ PY
 [DEFAULT]
 log_file = $dir/glance.log
 enabled_backends = fs:file
+# A size limit, as production clouds set one: uploads above 512 MiB are refused with HTTP 413.
+image_size_cap = 536870912
 worker_self_reference_url = http://127.0.0.1:$gport
 [database]
 connection = sqlite:///$dir/glance.db

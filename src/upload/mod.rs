@@ -110,6 +110,27 @@ pub fn image_spec(
     })
 }
 
+/// A connection cut at the same point of the body twice in a row is a limit on the server's side, not a
+/// network fault: Glance answers an image above `image_size_cap` (or the storage quota) with HTTP 413
+/// and closes the connection while the client is still sending, so the client sees only a broken pipe.
+/// Retrying would send the same bytes again to be cut at the same place.
+fn same_cut(prev: Option<u64>, why: &str, sent: u64) -> Option<anyhow::Error> {
+    let prev = prev?;
+    if !why.starts_with("connection lost") {
+        return None;
+    }
+    let slack = (16u64 << 20).max(prev / 50);
+    (prev.abs_diff(sent) <= slack).then(|| {
+        anyhow!(
+            "the image service closed the connection after about {} of the data on two attempts in a row \
+             ({why}): that is a limit on its side, not a network fault — most likely its image size limit \
+             (image_size_cap) or the project's image storage quota, which Glance reports as HTTP 413 \
+             \"too large\" while the upload is still being sent",
+            human(sent)
+        )
+    })
+}
+
 /// Why one attempt failed, and whether another attempt can help.
 enum Failure {
     Retry(String),
@@ -325,6 +346,8 @@ fn run(g: &Global, a: &UploadArgs) -> Result<i32> {
     let attempts = a.retries.saturating_add(1);
     let started = Instant::now();
     let mut last = String::new();
+    // Where the previous attempt's connection was cut (bytes of the body sent).
+    let mut cut: Option<u64> = None;
     let mut result = None;
     for attempt in 1..=attempts {
         if attempt > 1 {
@@ -351,8 +374,14 @@ fn run(g: &Global, a: &UploadArgs) -> Result<i32> {
                 result = Some((cur, d));
                 break;
             }
-            Err(source::AttemptError::Put(e)) => match classify_put(e, &src.size_hint()) {
-                Failure::Retry(m) if src.rerunnable() => last = m,
+            Err(source::AttemptError::Put(e, sent)) => match classify_put(e, &src.size_hint()) {
+                Failure::Retry(m) if src.rerunnable() => {
+                    if let Some(e) = same_cut(cut, &m, sent) {
+                        return Err(give_up(&gl, id.as_deref(), e));
+                    }
+                    cut = m.starts_with("connection lost").then_some(sent);
+                    last = m;
+                }
                 Failure::Retry(m) => {
                     return Err(give_up(
                         &gl,
@@ -448,6 +477,31 @@ fn give_up(gl: &Glance, id: Option<&str>, e: anyhow::Error) -> anyhow::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_connection_cut_twice_at_the_same_place_is_a_server_limit() {
+        let lost = "connection lost: PUT http://x/v2/images/1/file: Broken pipe (os error 32)";
+        let mib = 1u64 << 20;
+        // First cut: nothing to compare with yet.
+        assert!(same_cut(None, lost, 512 * mib).is_none());
+        // Same place (within the socket buffers' slack): a limit, said so.
+        let e = same_cut(Some(512 * mib), lost, 515 * mib)
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("two attempts in a row") && e.contains("image_size_cap"),
+            "{e}"
+        );
+        // Elsewhere: a flaky network, retried.
+        assert!(same_cut(Some(512 * mib), lost, 300 * mib).is_none());
+        // Not a cut connection (a 503): retried as before.
+        assert!(same_cut(
+            Some(512 * mib),
+            "the image service failed (HTTP 503: x)",
+            512 * mib
+        )
+        .is_none());
+    }
 
     fn st(code: u16, m: &str) -> HttpError {
         HttpError::Status {

@@ -22,8 +22,9 @@ pub struct Digests {
 }
 
 pub enum AttemptError {
-    /// The HTTP request failed (the server, the network).
-    Put(HttpError),
+    /// The HTTP request failed (the server, the network), after this many bytes of the body were
+    /// handed to the connection.
+    Put(HttpError, u64),
     /// The source failed (a read error, the export): not retried.
     Source(anyhow::Error),
 }
@@ -349,7 +350,7 @@ impl Source {
                 }
                 let d = h.digests();
                 progress.finish(r.is_ok());
-                r.map_err(AttemptError::Put)?;
+                r.map_err(|e| AttemptError::Put(e, d.bytes))?;
                 if d.bytes != *size {
                     return Err(AttemptError::Source(anyhow!(
                         "{} changed during the upload: sent {} bytes, expected {size}",
@@ -382,7 +383,7 @@ impl Source {
                             human_bytes(s.bytes_written),
                             s.consistency
                         );
-                        put.map_err(AttemptError::Put)?;
+                        put.map_err(|e| AttemptError::Put(e, digests.bytes))?;
                         Ok(digests)
                     }
                 }
