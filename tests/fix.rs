@@ -93,6 +93,22 @@ fn assert_same(what: &str, a: &BTreeMap<String, Node>, b: &BTreeMap<String, Node
     assert!(diffs.is_empty(), "{what}:\n{}", diffs.join("\n"));
 }
 
+/// A 2 GiB loop disk, one MBR partition (from 1 MiB) with ext4 holding a bookworm root, mounted:
+/// (disk, mount point, partition device).
+fn bookworm_on_a_loop_disk() -> (common::loopdev::LoopDisk, std::path::PathBuf, String) {
+    let mut disk = common::loopdev::LoopDisk::new(2048, "label: dos\n,,L,*\n");
+    let part = disk.part(1);
+    common::sh("mkfs.ext4", &["-q", "-F", &part]);
+    let mnt = disk.image.parent().unwrap().join("mnt");
+    disk.mount(&part, &mnt, &[]);
+    let st = Command::new(common::repo().join("scripts/mkroot.sh"))
+        .args(["bookworm", mnt.to_str().unwrap(), "vm"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    (disk, mnt, part)
+}
+
 /// The first `n` bytes of a disk.
 fn disk_head(dev: &str, n: usize) -> Vec<u8> {
     use std::os::unix::fs::FileExt;
@@ -112,16 +128,7 @@ fn grub_install_boot_code_is_written_back_by_rollback() {
         return;
     }
     const MIB: usize = 1 << 20;
-    let mut disk = common::loopdev::LoopDisk::new(2048, "label: dos\n,,L,*\n");
-    let part = disk.part(1);
-    common::sh("mkfs.ext4", &["-q", "-F", &part]);
-    let mnt = disk.image.parent().unwrap().join("mnt");
-    disk.mount(&part, &mnt, &[]);
-    let st = Command::new(common::repo().join("scripts/mkroot.sh"))
-        .args(["bookworm", mnt.to_str().unwrap(), "vm"])
-        .status()
-        .unwrap();
-    assert!(st.success());
+    let (mut disk, mnt, _) = bookworm_on_a_loop_disk();
     // Another boot loader's code in the MBR and the gap before partition 1 (which starts at 1 MiB).
     let old: Vec<u8> = (0..MIB).map(|i| (i * 7 % 251) as u8).collect();
     {
@@ -202,6 +209,18 @@ fn info(id: &'static str) -> CheckInfo {
 
 fn finding(id: &'static str, fix: Fix) -> Finding {
     Finding::new(&info(id), "planted by the test").fix(fix)
+}
+
+/// A bookworm guest with the test files planted, and its state before any run (None without root).
+fn planted_guest() -> Option<(common::Guest, BTreeMap<String, Node>)> {
+    if !common::is_root() {
+        eprintln!("skipped: needs root");
+        return None;
+    }
+    let g = common::Guest::bookworm();
+    plant(&g);
+    let before = snapshot(g.root(), TREES, true);
+    Some((g, before))
 }
 
 /// Files the edit tests work on, planted the way an old guest has them.
@@ -345,13 +364,9 @@ fn mounts_under(p: &Path) -> Vec<String> {
 
 #[test]
 fn apply_validate_undo_and_rollback_byte_identical() {
-    if !common::is_root() {
-        eprintln!("skipped: needs root");
+    let Some((g, before)) = planted_guest() else {
         return;
-    }
-    let g = common::Guest::bookworm();
-    plant(&g);
-    let before = snapshot(g.root(), TREES, true);
+    };
     let root = Root::new(g.root()).unwrap();
     let mut findings = good_findings();
     findings.extend(bad_findings());
@@ -550,13 +565,9 @@ fn apply_validate_undo_and_rollback_byte_identical() {
 
 #[test]
 fn failing_command_rolls_back_the_whole_run() {
-    if !common::is_root() {
-        eprintln!("skipped: needs root");
+    let Some((g, before)) = planted_guest() else {
         return;
-    }
-    let g = common::Guest::bookworm();
-    plant(&g);
-    let before = snapshot(g.root(), TREES, true);
+    };
     let root = Root::new(g.root()).unwrap();
     let mut findings = good_findings();
     findings.push(finding("test.fail", cmd(Phase::Post, 90, &["false"])));
@@ -590,13 +601,9 @@ fn failing_command_rolls_back_the_whole_run() {
 
 #[test]
 fn a_hung_command_is_stopped_at_its_time_limit_and_the_run_rolled_back() {
-    if !common::is_root() {
-        eprintln!("skipped: needs root");
+    let Some((g, before)) = planted_guest() else {
         return;
-    }
-    let g = common::Guest::bookworm();
-    plant(&g);
-    let before = snapshot(g.root(), TREES, true);
+    };
     let root = Root::new(g.root()).unwrap();
     let mut findings = good_findings();
     // Runs in the guest's chroot; `sleep` is the guest's own.
@@ -668,13 +675,9 @@ fn child(root: &Path, fault: Option<u64>) -> std::process::Output {
 
 #[test]
 fn sigkill_at_every_journal_step() {
-    if !common::is_root() {
-        eprintln!("skipped: needs root");
+    let Some((g, original)) = planted_guest() else {
         return;
-    }
-    let g = common::Guest::bookworm();
-    plant(&g);
-    let original = snapshot(g.root(), TREES, true);
+    };
     // The fully fixed state (mtimes aside), from one clean run, then back to the original.
     let out = child(g.root(), None);
     assert!(
@@ -792,20 +795,11 @@ fn update_grub_in_a_loop_mounted_image_writes_root_uuid() {
         eprintln!("skipped: needs root");
         return;
     }
-    let mut disk = common::loopdev::LoopDisk::new(2048, "label: dos\n,,L,*\n");
-    let part = disk.part(1);
-    common::sh("mkfs.ext4", &["-q", "-F", &part]);
+    let (mut disk, mnt, part) = bookworm_on_a_loop_disk();
     let uuid = common::sh("blkid", &["-p", "-o", "value", "-s", "UUID", &part])
         .trim()
         .to_string();
     assert_eq!(uuid.len(), 36);
-    let mnt = disk.image.parent().unwrap().join("mnt");
-    disk.mount(&part, &mnt, &[]);
-    let st = Command::new(common::repo().join("scripts/mkroot.sh"))
-        .args(["bookworm", mnt.to_str().unwrap(), "vm"])
-        .status()
-        .unwrap();
-    assert!(st.success());
     let root = Root::new(&mnt).unwrap();
     // Control: without the /dev/disk/by-uuid link (no udev here) grub-mkconfig falls back to the kernel
     // device name. This is the trap the executor's private /dev avoids.

@@ -410,16 +410,7 @@ impl Run<'_> {
         };
         let data = disk.read_areas(&areas)?;
         let rel = format!("files/bootcode-{idx}");
-        let host = self.dir.join(&rel);
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&host)
-            .with_context(|| format!("creating backup {}", host.display()))?;
-        f.write_all(&data)
-            .and_then(|_| f.sync_all())
-            .with_context(|| format!("writing backup {}", host.display()))?;
-        atomic::fsync_dir(&self.dir.join("files"))?;
+        self.write_backup_file(&rel, &data)?;
         self.journal.append(&Entry::BootCode {
             device: dev.to_string(),
             areas,
@@ -427,6 +418,20 @@ impl Run<'_> {
             backup: rel,
             sha256: atomic::sha256(&data),
         })
+    }
+
+    /// A backup copy in the run directory, durable (file and directory synced) before it is journaled.
+    fn write_backup_file(&self, rel: &str, bytes: &[u8]) -> Result<()> {
+        let host = self.dir.join(rel);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&host)
+            .with_context(|| format!("creating backup {}", host.display()))?;
+        f.write_all(bytes)
+            .and_then(|_| f.sync_all())
+            .with_context(|| format!("writing backup {}", host.display()))?;
+        atomic::fsync_dir(&self.dir.join("files"))
     }
 
     fn backup(&mut self, path: &str, reason: &str) -> Result<()> {
@@ -444,16 +449,7 @@ impl Run<'_> {
         let entry = match existing {
             Existing::File { bytes, meta } => {
                 let rel = format!("files/{seq}");
-                let host = self.dir.join(&rel);
-                let mut f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .open(&host)
-                    .with_context(|| format!("creating backup {}", host.display()))?;
-                f.write_all(&bytes)
-                    .and_then(|_| f.sync_all())
-                    .with_context(|| format!("writing backup {}", host.display()))?;
-                atomic::fsync_dir(&self.dir.join("files"))?;
+                self.write_backup_file(&rel, &bytes)?;
                 Entry::Backup {
                     seq,
                     path: path.to_string(),
