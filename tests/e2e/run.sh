@@ -242,7 +242,10 @@ echo "$HOSTNAME_MD" > "$W/md/hostname"
 cp "$W/cloud_key.pub" "$W/md/openssh-key"
 : > "$W/md/requests.log"
 P2=$(free_port)
-start_qemu cloud -uuid "$NEW_UUID" \
+# No video device (the last -vga wins): GRUB's menu, the kernel and cloud-init must all use the serial
+# console that cloudprep set up (boot.serial-terminal, boot.serial-console), as on a cloud whose images
+# say hw_video_model=none.
+start_qemu cloud -uuid "$NEW_UUID" -vga none \
     -drive "file=$W/migrated.qcow2,format=qcow2,if=virtio" \
     -netdev "user,id=n0,restrict=on,net=169.254.0.0/16,host=169.254.0.2,dhcpstart=169.254.0.15,hostfwd=tcp:127.0.0.1:$P2-:22,guestfwd=tcp:169.254.169.254:80-cmd:/usr/bin/python3 $here/metadata.py $W/md" \
     -device "virtio-net-pci,netdev=n0,mac=$NEW_MAC"
