@@ -11,6 +11,9 @@ use cloudprep::{
 use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+mod common;
+use common::{findings, has_evidence, Guest};
+
 // ---------------------------------------------------------------------------------------------------------
 // Corpus
 
@@ -805,4 +808,66 @@ fn other_rewriters() {
         });
         assert_kept("initramfs::add_modules", t, &out, |_| true);
     });
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Real roots: third-party variants planted into a debootstrap bookworm root
+
+const ETH0_DHCP: &str =
+    "auto lo\niface lo inet loopback\n\nallow-hotplug eth0\niface eth0 inet dhcp\n";
+
+#[test]
+fn static_vlan_without_a_dot_name_is_not_converted_to_dhcp() {
+    let g = Guest::bookworm();
+    g.write(
+        "/etc/network/interfaces",
+        &format!("{ETH0_DHCP}\nauto vlan10\niface vlan10 inet static\n    vlan-raw-device eth0\n    address 172.16.10.2/24\n"),
+    );
+    let (_, v) = g.audit_json(&[]);
+    let st = findings(&v, "network.static-addressing");
+    assert_eq!(st.len(), 1, "{st:#?}");
+    assert!(has_evidence(
+        &v,
+        "network.static-addressing",
+        "/etc/network/interfaces",
+        Some(8)
+    ));
+    // Like eth0.10: no DHCP on a VLAN the cloud does not deliver; a warning, and no rewrite to `inet dhcp`.
+    assert_eq!(st[0]["severity"], "warning", "{:#}", st[0]);
+    assert!(st[0]["fix"].is_null(), "{:#}", st[0]);
+}
+
+#[test]
+fn net_ifnames_overridden_by_a_grub_d_file_is_not_taken_for_disabled() {
+    let g = Guest::bookworm();
+    g.write("/etc/network/interfaces", ETH0_DHCP);
+    let grub = g.read("/etc/default/grub").replace(
+        "GRUB_CMDLINE_LINUX_DEFAULT=\"quiet\"",
+        "GRUB_CMDLINE_LINUX_DEFAULT=\"quiet net.ifnames=0\"",
+    );
+    assert!(grub.contains("net.ifnames=0"));
+    g.write("/etc/default/grub", &grub);
+    // net.ifnames=0 in /etc/default/grub: eth0 stays eth0, nothing to report.
+    let (_, v) = g.audit_json(&[]);
+    assert!(
+        findings(&v, "network.interface-names").is_empty(),
+        "{:#}",
+        v["findings"]
+    );
+    // Ubuntu's cloud-image drop-in replaces GRUB_CMDLINE_LINUX_DEFAULT: the kernel gets no net.ifnames=0.
+    g.write(
+        "/etc/default/grub.d/50-cloudimg-settings.cfg",
+        "# Cloud Image specific Grub settings for Generic Cloud Images\nGRUB_CMDLINE_LINUX_DEFAULT=\"console=tty1 console=ttyS0\"\n",
+    );
+    let (_, v) = g.audit_json(&[]);
+    assert!(
+        has_evidence(
+            &v,
+            "network.interface-names",
+            "/etc/network/interfaces",
+            Some(5)
+        ),
+        "{:#}",
+        v["findings"]
+    );
 }

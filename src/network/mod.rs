@@ -699,6 +699,24 @@ pub fn grub_has_ifnames0(content: &str) -> bool {
     })
 }
 
+/// Does the kernel command line grub-mkconfig builds from these default files (sourced in order, as
+/// `GRUB_CMDLINE_LINUX GRUB_CMDLINE_LINUX_DEFAULT`) end up with `net.ifnames=0` (the last `net.ifnames=`
+/// wins)? A later assignment (e.g. Ubuntu's grub.d/50-cloudimg-settings.cfg setting
+/// GRUB_CMDLINE_LINUX_DEFAULT) replaces what an earlier file set.
+pub fn defaults_ifnames0(files: &[(String, String)]) -> bool {
+    let (_, env) = crate::grub::parse_defaults(files);
+    let get = |k: &str| env.get(k).map(String::as_str).unwrap_or("");
+    format!(
+        "{} {}",
+        get("GRUB_CMDLINE_LINUX"),
+        get("GRUB_CMDLINE_LINUX_DEFAULT")
+    )
+    .split_whitespace()
+    .filter_map(|w| w.strip_prefix("net.ifnames="))
+    .last()
+        == Some("0")
+}
+
 /// Add (or correct) `net.ifnames=0 biosdevname=0` in the last `GRUB_CMDLINE_LINUX=` assignment, keeping its
 /// quoting; other words and lines are untouched. Appends an assignment when there is none. Idempotent.
 pub fn grub_set_ifnames(content: &str) -> Result<String> {
@@ -847,14 +865,16 @@ fn predictable_capable(ctx: &Ctx) -> bool {
 /// Is predictable naming switched off (kernel command line in /etc/default/grub, or the udev rule
 /// masked in /etc)?
 fn ifnames_disabled(root: &Root) -> Result<bool> {
-    let mut files = vec![DEFAULT_GRUB.to_string()];
-    files.extend(root.files_in("/etc/default/grub.d", |n| n.ends_with(".cfg"))?);
-    for f in files {
+    let mut paths = vec![DEFAULT_GRUB.to_string()];
+    paths.extend(root.files_in("/etc/default/grub.d", |n| n.ends_with(".cfg"))?);
+    let mut files = Vec::new();
+    for f in paths {
         if let Some(t) = root.read_text(&f)? {
-            if grub_has_ifnames0(&t) {
-                return Ok(true);
-            }
+            files.push((f, t));
         }
+    }
+    if defaults_ifnames0(&files) {
+        return Ok(true);
     }
     for p in [
         "/etc/udev/rules.d/80-net-setup-link.rules",
@@ -1293,6 +1313,31 @@ fn static_fix(st: &NetState, c: &Cfg, map: &[(String, String)]) -> Fix {
     fix
 }
 
+/// A VLAN interface not named `parent.vid`: an ifupdown stanza with `vlan-raw-device` (`iface vlan10 ...`),
+/// or a netplan `vlans:` entry.
+fn is_vlan(st: &NetState, c: &Cfg) -> bool {
+    match c.src {
+        Src::Ifupdown => st
+            .ifupdown
+            .iter()
+            .filter(|f| f.path == c.path)
+            .flat_map(|f| &f.parsed.stanzas)
+            .any(|s| {
+                s.line == c.line
+                    && s.opts
+                        .iter()
+                        .any(|o| o.0 == "vlan-raw-device" || o.0 == "vlan_raw_device")
+            }),
+        Src::Netplan => st
+            .netplan
+            .iter()
+            .filter(|f| f.path == c.path)
+            .flat_map(|f| &f.parsed.ifaces)
+            .any(|i| i.line == c.line && i.kind == "vlans"),
+        _ => false,
+    }
+}
+
 fn check_static(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
     let st = gather(ctx)?;
     let policy = ctx.config.network.addressing;
@@ -1330,20 +1375,22 @@ fn check_static(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
         }
         let target = st.target(&map, c.name.as_deref().unwrap_or(&c.id));
         let name = c.name.as_deref().unwrap_or("");
-        if name.contains([':', '.']) {
-            // An alias (eth0:1) or VLAN (eth0.100): no DHCP equivalent; the cloud needs an extra port or an
-            // allowed address pair.
+        if name.contains([':', '.']) || is_vlan(&st, c) {
+            // An alias (eth0:1) or VLAN (eth0.100, vlan10 with vlan-raw-device, netplan `vlans:`): no DHCP
+            // equivalent; the cloud needs an extra port or an allowed address pair.
             out.push(
                 Finding::new(
                     info,
                     format!(
-                        "static secondary address or VLAN interface (old configuration: {old}); the cloud delivers                          neither the old subnet nor VLAN tags, and DHCP cannot replace it"
+                        "static secondary address or VLAN interface (old configuration: {old}); the cloud delivers \
+                         neither the old subnet nor VLAN tags, and DHCP cannot replace it"
                     ),
                 )
                 .severity(Severity::Warning)
                 .evidences(ev)
                 .remediation(format!(
-                    "Remove the {name} stanza, or ask for an additional port / allowed address pair in the cloud                      and configure it from there."
+                    "Remove the {name} stanza, or ask for an additional port / allowed address pair in the cloud \
+                     and configure it from there."
                 )),
             );
             continue;
@@ -1929,6 +1976,56 @@ mod tests {
         assert!(!grub_has_ifnames0(
             "#GRUB_CMDLINE_LINUX=\"net.ifnames=0\"\nGRUB_CMDLINE_LINUX=\"net.ifnames=1\""
         ));
+    }
+
+    #[test]
+    fn ifnames0_is_what_the_sourced_defaults_end_with() {
+        let f = |v: &[(&str, &str)]| {
+            defaults_ifnames0(
+                &v.iter()
+                    .map(|(p, t)| (p.to_string(), t.to_string()))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let grub = "/etc/default/grub";
+        let cloudimg = "/etc/default/grub.d/50-cloudimg-settings.cfg";
+        assert!(f(&[(
+            grub,
+            "GRUB_CMDLINE_LINUX=\"net.ifnames=0 biosdevname=0\"\n"
+        )]));
+        assert!(f(&[(
+            grub,
+            "GRUB_CMDLINE_LINUX_DEFAULT='quiet net.ifnames=0'\n"
+        )]));
+        assert!(f(&[
+            (grub, "GRUB_CMDLINE_LINUX=\"net.ifnames=0\"\n"),
+            (
+                cloudimg,
+                "GRUB_CMDLINE_LINUX_DEFAULT=\"console=tty1 console=ttyS0\"\n"
+            )
+        ]));
+        // Ubuntu cloud image: the grub.d file replaces the _DEFAULT that carried net.ifnames=0 (the line-based
+        // check saw it in /etc/default/grub and took predictable naming for disabled).
+        assert!(!f(&[
+            (grub, "GRUB_CMDLINE_LINUX_DEFAULT=\"quiet net.ifnames=0\"\n"),
+            (
+                cloudimg,
+                "GRUB_CMDLINE_LINUX_DEFAULT=\"console=tty1 console=ttyS0\"\n"
+            )
+        ]));
+        // A later assignment of the same file wins too; the last net.ifnames= word wins.
+        assert!(!f(&[(
+            grub,
+            "GRUB_CMDLINE_LINUX=\"net.ifnames=0\"\nGRUB_CMDLINE_LINUX=\"quiet\"\n"
+        )]));
+        assert!(!f(&[(
+            grub,
+            "GRUB_CMDLINE_LINUX=\"net.ifnames=0\"\nGRUB_CMDLINE_LINUX_DEFAULT=\"net.ifnames=1\"\n"
+        )]));
+        assert!(f(&[(grub, "GRUB_CMDLINE_LINUX=\"net.ifnames=0\"\nGRUB_CMDLINE_LINUX=\"$GRUB_CMDLINE_LINUX quiet\"\n")]));
+        assert!(!f(&[(grub, "#GRUB_CMDLINE_LINUX=\"net.ifnames=0\"\n")]));
+        assert!(!f(&[(grub, "GRUB_CMDLINE_LINUX=\"xnet.ifnames=0\"\n")]));
+        assert!(!f(&[]));
     }
 
     #[test]
