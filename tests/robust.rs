@@ -871,3 +871,234 @@ fn net_ifnames_overridden_by_a_grub_d_file_is_not_taken_for_disabled() {
         v["findings"]
     );
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// Third-party variants, judged on strings
+
+fn ipt(text: &str) -> firewall::Reach {
+    let probe = firewall::Probe::new(22, NamingPolicy::Eth0);
+    let p = firewall::parse_iptables_save(text, &probe);
+    assert!(p.errors.is_empty(), "{:?}", p.errors);
+    firewall::evaluate(&p.chains, "INPUT", None)
+}
+
+#[test]
+fn firewall_variants() {
+    use firewall::Reach;
+    // iptables-persistent: SSH only from the old LAN, default DROP.
+    assert!(
+        matches!(ipt(FIREWALL[0]), Reach::Restricted { .. }),
+        "{:?}",
+        ipt(FIREWALL[0])
+    );
+    // Policy DROP with only the loopback accepted.
+    let t = "*filter\n:INPUT DROP [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n-A INPUT -i lo -j ACCEPT\nCOMMIT\n";
+    assert!(
+        matches!(ipt(t), Reach::Blocked { drop: (2, _) }),
+        "{:?}",
+        ipt(t)
+    );
+    // Open to everyone on the SSH port (service name, multiport, counters, comments).
+    for rule in [
+        "-A INPUT -p tcp -m tcp --dport 22 -j ACCEPT",
+        "-A INPUT -p tcp -m multiport --dports 80,443,22 -m comment --comment \"web and ssh\" -j ACCEPT",
+        "[5:300] -A INPUT -p tcp --dport ssh -m state --state NEW -j ACCEPT",
+        "-A INPUT -i eth0 -p tcp --dport 22 -j ACCEPT",
+        "-A INPUT -p tcp -m tcp --dport 20:30 --tcp-flags FIN,SYN,RST,ACK SYN -j ACCEPT",
+        "-A INPUT -s 0.0.0.0/0 -p tcp --syn --dport 22 -j ACCEPT",
+    ] {
+        let t = format!("*filter\n:INPUT DROP [0:0]\n-A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n{rule}\nCOMMIT\n");
+        assert_eq!(ipt(&t), Reach::Open, "{rule}");
+    }
+    // Only through an interface the cloud NIC will not have (ens192 on VMware).
+    let t = "*filter\n:INPUT DROP [0:0]\n-A INPUT -i ens192 -p tcp --dport 22 -j ACCEPT\nCOMMIT\n";
+    assert!(matches!(ipt(t), Reach::Restricted { .. }), "{:?}", ipt(t));
+    // A REJECT at the end of a user chain, ACCEPT policy.
+    let t = "*filter\n:INPUT ACCEPT [0:0]\n:fw - [0:0]\n-A INPUT -j fw\n-A fw -i lo -j ACCEPT\n-A fw -p udp --dport 53 -j ACCEPT\n-A fw -j REJECT --reject-with icmp-host-prohibited\nCOMMIT\n";
+    assert!(
+        matches!(ipt(t), Reach::Blocked { drop: (7, _) }),
+        "{:?}",
+        ipt(t)
+    );
+    // Other tables do not filter.
+    let t = "*nat\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -p tcp --dport 22 -j DNAT --to-destination 10.0.0.2\nCOMMIT\n*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n";
+    assert_eq!(ipt(t), Reach::Open);
+
+    // nftables (Debian 10+ default file, then with a restricted SSH rule).
+    let probe = firewall::Probe::new(22, NamingPolicy::Eth0);
+    let default_conf = "#!/usr/sbin/nft -f\n\nflush ruleset\n\ntable inet filter {\n\tchain input {\n\t\ttype filter hook input priority 0;\n\t}\n\tchain forward {\n\t\ttype filter hook forward priority 0;\n\t}\n\tchain output {\n\t\ttype filter hook output priority 0;\n\t}\n}\n";
+    let n = firewall::parse_nft(default_conf, &probe);
+    assert_eq!(n.input_chains.len(), 1, "{n:?}");
+    let n = firewall::parse_nft(FIREWALL[3], &probe);
+    assert_eq!(n.input_chains.len(), 1, "{n:?}");
+    let k = n.input_chains[0].clone();
+    let scoped: firewall::Chains = n
+        .chains
+        .iter()
+        .filter(|(kk, _)| kk.0 == k.0 && kk.1 == k.1)
+        .map(|(kk, v)| (kk.2.clone(), v.clone()))
+        .collect();
+    assert!(
+        matches!(
+            firewall::evaluate(&scoped, &k.2, None),
+            Reach::Restricted { .. }
+        ),
+        "{n:?}"
+    );
+}
+
+#[test]
+fn udev_rule_variants() {
+    let r = udev::parse_pin_rules(UDEV[0]);
+    let v: Vec<(usize, &str, &str)> = r
+        .iter()
+        .map(|p| (p.line, p.mac.as_str(), p.name.as_str()))
+        .collect();
+    assert_eq!(
+        v,
+        vec![
+            (8, "00:50:56:a1:b2:c3", "eth0"),
+            (11, "00:50:56:a1:b2:c4", "eth1")
+        ]
+    );
+    assert!(udev::parse_pin_rules(UDEV[1]).is_empty());
+    let r = udev::parse_pin_rules(UDEV[2]);
+    let v: Vec<(usize, &str, &str)> = r
+        .iter()
+        .map(|p| (p.line, p.mac.as_str(), p.name.as_str()))
+        .collect();
+    assert_eq!(
+        v,
+        vec![
+            (1, "00:15:5d:00:00:01", "eth0"),
+            (2, "00:16:3e:00:00:02", "eth1")
+        ]
+    );
+    // A rule that only matches by MAC to set an attribute does not rename.
+    assert!(udev::parse_pin_rules(
+        "SUBSYSTEM==\"net\", ATTR{address}==\"00:11:22:33:44:55\", RUN+=\"/bin/true\"\n"
+    )
+    .is_empty());
+    // ENV{ID_NET_NAME} is not NAME.
+    assert!(udev::parse_pin_rules(
+        "ATTR{address}==\"00:11:22:33:44:55\", ENV{ID_NET_NAME}=\"x\"\n"
+    )
+    .is_empty());
+    // cloud-init's own rendering.
+    assert!(udev::is_cloud_init_rendering("SUBSYSTEM==\"net\", ACTION==\"add\", DRIVERS==\"?*\", ATTR{address}==\"fa:16:3e:00:00:01\", NAME=\"eth0\"\n"));
+    assert!(!udev::is_cloud_init_rendering(UDEV[0]));
+}
+
+#[test]
+fn fstab_device_name_variants() {
+    for s in [
+        "/dev/xvda1",
+        "/dev/xvda",
+        "/dev/sda1",
+        "/dev/hda1",
+        "/dev/disk/by-id/ata-VMware_Virtual_IDE_Hard_Drive_00000000000000000001-part1",
+        "/dev/disk/by-id/scsi-36000c29f1a2b3c4d5e6f7a8b9c0d1e2f-part1",
+        "/dev/disk/by-id/wwn-0x6000c29f1a2b3c4d-part1",
+        "/dev/disk/by-id/virtio-0123456789abcdef-part1",
+        "/dev/disk/by-path/pci-0000:00:07.1-ata-1-part1",
+    ] {
+        assert!(fstab::unstable_name(s).is_some(), "{s}");
+    }
+    for s in [
+        "LABEL=root",
+        "PARTUUID=0a1b2c3d-01",
+        "UUID=0a1b",
+        "/dev/mapper/vg-root",
+        "/dev/vg/root",
+        "/dev/disk/by-uuid/0a1b",
+        "/dev/disk/by-label/root",
+        "/dev/disk/by-partuuid/0a1b-01",
+        "/dev/disk/by-id/dm-uuid-LVM-abc",
+        "/dev/disk/by-id/lvm-pv-uuid-abc",
+        "tmpfs",
+        "none",
+        "/srv/export",
+        "//winsrv/share",
+        "filer:/vol/home",
+    ] {
+        assert!(fstab::unstable_name(s).is_none(), "{s}");
+    }
+    let t = fstab::parse_fstab(FSTAB[2]);
+    let e = |mp: &str| t.entries.iter().find(|e| e.mountpoint() == mp).unwrap();
+    assert!(storage::is_network(e("/mnt/nfs")));
+    assert!(storage::is_network(e("/mnt/smb")));
+    assert!(!storage::is_network(e("/export")));
+    assert!(!storage::is_network(e("/tmp")));
+    assert!(storage::removable_media(e("/media/cdrom")).is_some());
+    assert!(storage::removable_media(e("/")).is_none());
+    // The trailing comment is read as extra fields: the six fields stay as they are.
+    assert_eq!(
+        e("/mnt/my disk").fields[..6],
+        ["/dev/sdb1", "/mnt/my disk", "ext4", "defaults", "0", "2"]
+    );
+    // CRLF does not leak into the last field; the line without newline is still an entry.
+    assert_eq!(e("/old").fstype(), "ext3");
+    assert_eq!(e("/").fields.last().unwrap(), "1");
+    let t = fstab::parse_fstab(FSTAB[0]);
+    let e = |mp: &str| t.entries.iter().find(|e| e.mountpoint() == mp).unwrap();
+    assert!(storage::removable_media(e("/media/floppy0")).is_some());
+    assert!(storage::removable_media(e("/media/cdrom0")).is_some());
+}
+
+#[test]
+fn cloud_init_config_variants() {
+    let ds = |t: &str| cloud_init::datasource_list_of(&cloud_init::parse_cfg(t).unwrap());
+    assert_eq!(
+        ds(CLOUD[0]),
+        Some(vec!["NoCloud".to_string(), "None".to_string()])
+    );
+    assert_eq!(
+        ds(CLOUD[1]),
+        Some(vec!["VMware".to_string(), "OVF".to_string()])
+    );
+    assert_eq!(ds(CLOUD[4]), Some(vec!["None".to_string()]));
+    assert_eq!(
+        ds(CLOUD[5]),
+        Some(vec!["Ec2".to_string(), "None".to_string()])
+    );
+    assert_eq!(ds(CLOUD[6]), None);
+    assert_eq!(
+        ds("datasource_list: Ec2, None\n"),
+        Some(vec!["Ec2".to_string(), "None".to_string()])
+    );
+    assert!(cloud_init::parse_cfg(CLOUD[7]).is_err());
+    let l = cloud_init::classify_leftover(
+        "99-installer.cfg",
+        cloud_init::parse_cfg(CLOUD[4]).as_ref().ok(),
+    )
+    .unwrap();
+    assert_eq!(l.sets_datasource, Some(vec!["None".to_string()]));
+    let l = cloud_init::classify_leftover(
+        "subiquity-disable-cloudinit-networking.cfg",
+        cloud_init::parse_cfg(CLOUD[3]).as_ref().ok(),
+    )
+    .unwrap();
+    assert!(l.disables_network);
+    assert!(cloud_init::classify_leftover(
+        "05_logging.cfg",
+        cloud_init::parse_cfg("output: {}\n").as_ref().ok()
+    )
+    .is_none());
+    // Commenting out a block list at column 0 and a flow list over two lines.
+    let t = "a: 1\ndatasource_list:\n- NoCloud\n- None\nb: 2\n";
+    assert_eq!(
+        cloud_init::comment_out_top_key(t, "datasource_list"),
+        "a: 1\n#datasource_list:\n#- NoCloud\n#- None\nb: 2\n"
+    );
+    let t = "datasource_list: [ NoCloud,\n   None ]\n# c\nb: 2\n";
+    assert_eq!(
+        cloud_init::comment_out_top_key(t, "datasource_list"),
+        "#datasource_list: [ NoCloud,\n#   None ]\n# c\nb: 2\n"
+    );
+    assert_eq!(
+        cloud_init::cmdline_datasources(
+            "BOOT_IMAGE=/vmlinuz ro ds=nocloud-net;s=http://10.0.0.1/ quiet"
+        ),
+        Some(vec!["NoCloud".to_string()])
+    );
+}
