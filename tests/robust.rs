@@ -1102,3 +1102,67 @@ fn cloud_init_config_variants() {
         Some(vec!["NoCloud".to_string()])
     );
 }
+
+#[test]
+fn flow_style_netplan_dhcp_is_an_interface_with_dhcp() {
+    let g = Guest::bookworm();
+    g.write(
+        "/etc/network/interfaces",
+        "auto lo\niface lo inet loopback\n",
+    );
+    let grub = g.read("/etc/default/grub");
+    g.write(
+        "/etc/default/grub",
+        &grub.replace(
+            "GRUB_CMDLINE_LINUX=\"\"",
+            "GRUB_CMDLINE_LINUX=\"net.ifnames=0\"",
+        ),
+    );
+    let mine = |v: &serde_json::Value| {
+        v["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| {
+                let id = f["id"].as_str().unwrap();
+                id.starts_with("network.")
+                    && id != "network.resolv-conf-static"
+                    && id != "network.sshd"
+            })
+            .map(|f| f["id"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    // Block style: eth0 with DHCP, nothing to report.
+    g.write(
+        "/etc/netplan/50-cloud-init.yaml",
+        "network:\n  version: 2\n  ethernets:\n    eth0:\n      dhcp4: true\n",
+    );
+    let (_, v) = g.audit_json(&[]);
+    assert!(mine(&v).is_empty(), "{:?}", mine(&v));
+    // The same in flow style (it was "no interface would come up with DHCP", a blocker).
+    g.write(
+        "/etc/netplan/50-cloud-init.yaml",
+        "network: {version: 2, ethernets: {eth0: {dhcp4: true}}}\n",
+    );
+    let (_, v) = g.audit_json(&[]);
+    assert!(mine(&v).is_empty(), "{:?}", mine(&v));
+    // Flow-style static addressing is reported.
+    g.write(
+        "/etc/netplan/50-cloud-init.yaml",
+        "network:\n  version: 2\n  ethernets:\n    eth0: {addresses: [10.1.2.5/24], gateway4: 10.1.2.1}\n",
+    );
+    let (_, v) = g.audit_json(&[]);
+    assert!(
+        has_evidence(
+            &v,
+            "network.static-addressing",
+            "/etc/netplan/50-cloud-init.yaml",
+            Some(4)
+        ),
+        "{:?}",
+        mine(&v)
+    );
+    // ... without a rewrite that would put a block key under the flow mapping.
+    let st = findings(&v, "network.static-addressing");
+    assert!(st[0]["fix"].is_null(), "{:#}", st[0]);
+}

@@ -1403,7 +1403,19 @@ fn check_static(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
             ),
         )
         .evidences(ev);
+        // A netplan entry in flow style (`eth0: {addresses: [...]}`) is not rewritten automatically.
+        let editable = c.src != Src::Netplan
+            || st
+                .netplan
+                .iter()
+                .filter(|f| f.path == c.path)
+                .any(|f| netplan::to_dhcp(&f.text, std::slice::from_ref(&c.id)) != f.text);
         let f = match policy {
+            AddressPolicy::Dhcp if !editable => f.remediation(format!(
+                "Configure {target} with DHCP by hand in {} (the entry is written in YAML flow style, which \
+                 cloudprep does not rewrite): `dhcp4: true` without addresses, gateway4, routes and nameservers.",
+                c.path
+            )),
             AddressPolicy::Dhcp => f
                 .remediation(format!(
                     "Configure {target} with DHCP ({}); keep the old configuration above for reference.",
