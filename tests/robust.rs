@@ -620,8 +620,14 @@ fn grub_rewriters() {
             if let Some(out) = idempotent_res("grub::add_serial_terminal", t, |c| {
                 grub::add_serial_terminal(c, add)
             }) {
-                assert_kept("grub::add_serial_terminal", t, &out, |l| {
-                    !mentions(l, &["GRUB_TERMINAL", "\\"]) && l.ends_with('\n')
+                let in_terminal = |n: usize| {
+                    parsed
+                        .assignments
+                        .iter()
+                        .any(|a| a.name == "GRUB_TERMINAL" && (a.line..=a.end_line).contains(&n))
+                };
+                assert_kept_at("grub::add_serial_terminal", t, &out, |n, l| {
+                    !in_terminal(n) && !mentions(l, &["GRUB_TERMINAL", "\\"]) && l.ends_with('\n')
                 });
             }
         }
