@@ -197,7 +197,7 @@ fn mutate(s: &str, rng: &mut Rng) -> String {
     let mut t = s.to_string();
     for _ in 0..=rng.below(3) {
         match rng.below(9) {
-            0 | 1 | 2 => {
+            0..=2 => {
                 let at = char_floor(&t, rng.below(t.len() + 1));
                 let p = PIECES[rng.below(PIECES.len())];
                 t.insert_str(at, p);

@@ -713,7 +713,7 @@ pub fn defaults_ifnames0(files: &[(String, String)]) -> bool {
     )
     .split_whitespace()
     .filter_map(|w| w.strip_prefix("net.ifnames="))
-    .last()
+    .next_back()
         == Some("0")
 }
 
