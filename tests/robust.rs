@@ -1172,3 +1172,79 @@ fn flow_style_netplan_dhcp_is_an_interface_with_dhcp() {
     let st = findings(&v, "network.static-addressing");
     assert!(st[0]["fix"].is_null(), "{:#}", st[0]);
 }
+
+#[test]
+fn networkd_static_to_dhcp_keeps_the_rest() {
+    use network::ini::Op;
+    let t = "# written by hand\n[Match]\nName=ens192\n\n[Network]\n# static\nAddress=10.0.0.5/24\nGateway=10.0.0.1\nDNS=10.0.0.53\nIPv6AcceptRA=no\n\n[Address]\nAddress=10.0.0.6/24\n\n[Route]\nGateway=10.0.0.1\nDestination=0.0.0.0/0\n\n[Route]\nDestination=192.168.0.0/16\nScope=link\n";
+    let ops = [
+        Op::Remove {
+            section: "Network".into(),
+            key: "Address".into(),
+        },
+        Op::Remove {
+            section: "Network".into(),
+            key: "Gateway".into(),
+        },
+        Op::Remove {
+            section: "Network".into(),
+            key: "DNS".into(),
+        },
+        Op::DropSection {
+            section: "Address".into(),
+            with_key: None,
+        },
+        Op::DropSection {
+            section: "Route".into(),
+            with_key: Some("Gateway".into()),
+        },
+        Op::Set {
+            section: "Network".into(),
+            key: "DHCP".into(),
+            value: "ipv4".into(),
+        },
+    ];
+    let out = network::ini::edit(t, &ops);
+    let ini = network::ini::parse(&out);
+    assert_eq!(
+        ini.get("Network", "DHCP").map(|e| e.value.as_str()),
+        Some("ipv4")
+    );
+    assert!(ini.get("Network", "Address").is_none() && ini.get("Network", "Gateway").is_none());
+    assert!(ini.get("Address", "Address").is_none());
+    assert_eq!(
+        ini.all("Route", "Destination")
+            .map(|e| e.value.as_str())
+            .collect::<Vec<_>>(),
+        vec!["192.168.0.0/16"]
+    );
+    assert_kept("ini::edit", t, &out, |l| {
+        !mentions(l, &["Address", "Gateway", "DNS", "Destination=0.0.0.0"])
+            && !l.trim().is_empty()
+            && l != "[Route]\n"
+    });
+    assert_eq!(network::ini::edit(&out, &ops), out);
+    // NetworkManager keyfile (CRLF, no final newline).
+    let nm = "[connection]\r\nid=Wired connection 1\r\ninterface-name=ens160\r\n\r\n[ipv4]\r\naddress1=10.0.0.5/24,10.0.0.1\r\ndns=10.0.0.53;\r\nmethod=manual\r\n\r\n[ipv6]\r\nmethod=ignore";
+    let ops = [
+        Op::Remove {
+            section: "ipv4".into(),
+            key: "address1".into(),
+        },
+        Op::Remove {
+            section: "ipv4".into(),
+            key: "dns".into(),
+        },
+        Op::Set {
+            section: "ipv4".into(),
+            key: "method".into(),
+            value: "auto".into(),
+        },
+    ];
+    let out = network::ini::edit(nm, &ops);
+    assert_eq!(out, "[connection]\r\nid=Wired connection 1\r\ninterface-name=ens160\r\n\r\n[ipv4]\r\nmethod=auto\r\n\r\n[ipv6]\r\nmethod=ignore");
+    assert_eq!(
+        network::nm_rename(&out, &[("ens160".into(), "eth0".into())]),
+        out.replace("interface-name=ens160", "interface-name=eth0")
+    );
+}
