@@ -415,7 +415,7 @@ fn mentions(l: &str, words: &[&str]) -> bool {
 // ---------------------------------------------------------------------------------------------------------
 // Properties
 
-const N: usize = 100;
+const N: usize = 60;
 
 #[test]
 fn parsers_never_panic() {
@@ -1246,5 +1246,59 @@ fn networkd_static_to_dhcp_keeps_the_rest() {
     assert_eq!(
         network::nm_rename(&out, &[("ens160".into(), "eth0".into())]),
         out.replace("interface-name=ens160", "interface-name=eth0")
+    );
+}
+
+#[test]
+fn dhcp_on_a_bridge_or_bond_over_eth0_is_dhcp_for_the_nic() {
+    let g = Guest::bookworm();
+    let grub = g.read("/etc/default/grub");
+    g.write(
+        "/etc/default/grub",
+        &grub.replace(
+            "GRUB_CMDLINE_LINUX=\"\"",
+            "GRUB_CMDLINE_LINUX=\"net.ifnames=0\"",
+        ),
+    );
+    // A bridge over eth0 (a VM running containers): adding `iface eth0 inet dhcp` next to it would run a
+    // DHCP client on a bridge port.
+    g.write(
+        "/etc/network/interfaces",
+        "auto lo\niface lo inet loopback\n\nauto br0\niface br0 inet dhcp\n    bridge_ports eth0\n    bridge_stp off\n    bridge_fd 0\n",
+    );
+    let (_, v) = g.audit_json(&[]);
+    assert!(
+        findings(&v, "network.no-primary-dhcp").is_empty(),
+        "{:#}",
+        v["findings"]
+    );
+    // A static active-backup bond whose slave names its master: converted to DHCP, and that is enough.
+    g.write(
+        "/etc/network/interfaces",
+        "auto lo\niface lo inet loopback\n\nauto bond0\niface bond0 inet static\n    address 10.0.0.5/24\n    gateway 10.0.0.1\n    bond-slaves none\n    bond-mode active-backup\n\nallow-hotplug eth0\niface eth0 inet manual\n    bond-master bond0\n",
+    );
+    let (_, v) = g.audit_json(&[]);
+    assert!(
+        findings(&v, "network.no-primary-dhcp").is_empty(),
+        "{:#}",
+        v["findings"]
+    );
+    assert!(has_evidence(
+        &v,
+        "network.static-addressing",
+        "/etc/network/interfaces",
+        Some(6)
+    ));
+    // A bridge over another NIC only does not count for eth0.
+    g.write(
+        "/etc/network/interfaces",
+        "auto lo\niface lo inet loopback\n\nauto br1\niface br1 inet dhcp\n    bridge_ports eth1\n",
+    );
+    let (_, v) = g.audit_json(&[]);
+    assert_eq!(
+        findings(&v, "network.no-primary-dhcp").len(),
+        1,
+        "{:#}",
+        v["findings"]
     );
 }

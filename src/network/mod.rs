@@ -122,6 +122,9 @@ pub struct Cfg {
     pub dns: Vec<String>,
     /// Brought up at boot.
     pub auto: bool,
+    /// Ports of a bridge / slaves of a bond (`bridge_ports`, `bond-slaves`, `bond-master` of the members,
+    /// netplan `interfaces:`): the bridge or bond carries their traffic and addressing.
+    pub members: Vec<String>,
 }
 
 pub struct TextFile<T> {
@@ -320,6 +323,35 @@ pub fn gather(ctx: &Ctx) -> Result<NetState> {
     Ok(st)
 }
 
+/// Member interfaces of an ifupdown bridge or bond stanza: its `bridge_ports`/`bond-slaves` (ifupdown's
+/// bridge-utils and ifenslave spellings) and the stanzas naming it as their `bond-master`.
+fn ifupdown_members(st: &NetState, name: &str, s: &ifupdown::Stanza) -> Vec<String> {
+    let mut out: Vec<String> = s
+        .opts
+        .iter()
+        .filter(|o| {
+            matches!(
+                o.0.as_str(),
+                "bridge_ports" | "bridge-ports" | "bond-slaves" | "bond_slaves" | "slaves"
+            )
+        })
+        .flat_map(|o| o.1.split_whitespace().map(str::to_string))
+        .filter(|m| m != "none" && m != "all")
+        .collect();
+    for f in &st.ifupdown {
+        for m in &f.parsed.stanzas {
+            if m.opts
+                .iter()
+                .any(|o| (o.0 == "bond-master" || o.0 == "bond_master") && o.1.trim() == name)
+                && !out.contains(&m.name)
+            {
+                out.push(m.name.clone());
+            }
+        }
+    }
+    out
+}
+
 fn collect_cfgs(st: &NetState) -> Vec<Cfg> {
     let mut out = Vec::new();
     let mut autos = BTreeSet::new();
@@ -368,6 +400,7 @@ fn collect_cfgs(st: &NetState) -> Vec<Cfg> {
                 gateway,
                 dns,
                 auto: autos.contains(&s.name),
+                members: ifupdown_members(st, &s.name, s),
             });
         }
     }
@@ -395,6 +428,7 @@ fn collect_cfgs(st: &NetState) -> Vec<Cfg> {
                     .map(|g| (i.line, g)),
                 dns: i.nameservers.clone(),
                 auto: true,
+                members: i.members.clone(),
             });
         }
     }
@@ -445,6 +479,7 @@ fn collect_cfgs(st: &NetState) -> Vec<Cfg> {
                 })
                 .collect(),
             auto: true,
+            members: Vec::new(),
         });
     }
     for f in &st.nm {
@@ -512,6 +547,7 @@ fn collect_cfgs(st: &NetState) -> Vec<Cfg> {
             auto: ini
                 .get("connection", "autoconnect")
                 .is_none_or(|e| e.value != "false"),
+            members: Vec::new(),
         });
     }
     out
@@ -1688,10 +1724,15 @@ fn check_no_primary_dhcp(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
         if c.src == Src::Ifupdown && !ifup_ok {
             return false;
         }
+        // A bridge or bond over the NIC (`bridge_ports eth0`) brings it up with the bridge's addressing.
         match (&c.name, naming) {
             (None, _) => true,
-            (Some(n), NamingPolicy::Eth0) => st.target(&map, n) == "eth0",
-            (Some(n), NamingPolicy::Predictable) => is_physical(n),
+            (Some(n), NamingPolicy::Eth0) => std::iter::once(n)
+                .chain(&c.members)
+                .any(|n| st.target(&map, n) == "eth0"),
+            (Some(n), NamingPolicy::Predictable) => {
+                std::iter::once(n).chain(&c.members).any(|n| is_physical(n))
+            }
         }
     });
     if up {

@@ -186,6 +186,8 @@ pub struct NpIface {
     pub gateway4: Option<String>,
     pub routes_via: Vec<String>,
     pub nameservers: Vec<String>,
+    /// `interfaces:` of a bridge or bond.
+    pub members: Vec<String>,
 }
 
 impl NpIface {
@@ -299,6 +301,9 @@ pub fn parse(content: &str) -> Netplan {
                         f.routes_via.push(unquote(&val));
                     }
                 }
+            }
+            if let Some(a) = child(&lns, e, "interfaces") {
+                f.members = list(&lns, a).into_iter().map(|x| x.1).collect();
             }
             if let Some(ns) = child(&lns, e, "nameservers") {
                 if let Some(a) = child(&lns, ns, "addresses") {
@@ -420,6 +425,7 @@ fn add_flow_entries(content: &str, np: &mut Netplan) {
                     .collect();
             }
             f.nameservers = scalars(get(cfg, "nameservers").and_then(|n| get(&n, "addresses")));
+            f.members = scalars(get(cfg, "interfaces"));
             np.ifaces.push(f);
         }
     }
@@ -710,6 +716,24 @@ mod tests {
         assert!(parse("network: {ethernets: {eth0: {dhcp4: true}\n")
             .ifaces
             .is_empty());
+    }
+
+    #[test]
+    fn bridge_and_bond_members() {
+        let np = parse("network:\n  version: 2\n  ethernets:\n    eth0: {}\n  bridges:\n    br0:\n      interfaces: [eth0]\n      dhcp4: true\n  bonds:\n    bond0:\n      interfaces:\n        - eth1\n        - eth2\n");
+        let m = |id: &str| {
+            np.ifaces
+                .iter()
+                .find(|f| f.id == id)
+                .unwrap()
+                .members
+                .clone()
+        };
+        assert_eq!(m("br0"), vec!["eth0"]);
+        assert_eq!(m("bond0"), vec!["eth1", "eth2"]);
+        let np =
+            parse("network: {version: 2, bridges: {br0: {interfaces: [eth0], dhcp4: true}}}\n");
+        assert_eq!(np.ifaces[0].members, vec!["eth0"]);
     }
 
     #[test]
