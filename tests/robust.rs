@@ -1302,3 +1302,51 @@ fn dhcp_on_a_bridge_or_bond_over_eth0_is_dhcp_for_the_nic() {
         v["findings"]
     );
 }
+
+#[test]
+fn distribution_default_grub_files_parse_cleanly() {
+    let files = [
+        // Ubuntu 22.04/24.04
+        "# If you change this file, run 'update-grub' afterwards to update\n# /boot/grub/grub.cfg.\n# For full documentation of the options in this file, see:\n#   info -f grub -n 'Simple configuration'\n\nGRUB_DEFAULT=0\nGRUB_TIMEOUT_STYLE=hidden\nGRUB_TIMEOUT=0\nGRUB_DISTRIBUTOR=`( . /etc/os-release; echo ${NAME:-Ubuntu} ) 2>/dev/null || echo Ubuntu`\nGRUB_CMDLINE_LINUX_DEFAULT=\"quiet splash\"\nGRUB_CMDLINE_LINUX=\"\"\n\n# Uncomment to enable BadRAM filtering, modify to suit your needs\n#GRUB_BADRAM=\"0x01234567,0xfefefefe,0x89abcdef,0xefefefef\"\n#GRUB_TERMINAL=console\n#GRUB_GFXMODE=640x480\n#GRUB_DISABLE_LINUX_UUID=true\n#GRUB_DISABLE_RECOVERY=\"true\"\n#GRUB_INIT_TUNE=\"480 440 1\"\n",
+        // Debian 13
+        "GRUB_DEFAULT=0\nGRUB_TIMEOUT=5\nGRUB_DISTRIBUTOR=`( . /etc/os-release && echo ${NAME} )`\nGRUB_CMDLINE_LINUX_DEFAULT=\"quiet\"\nGRUB_CMDLINE_LINUX=\"\"\n\n# If your computer has multiple operating systems installed, then you\n# probably want to run os-prober. However, if your computer is a host\n# for guest OSes installed via LVM or raw disk devices, running\n# os-prober can cause damage to those guest OSes as it mounts\n# filesystems to look for things.\n# If you wish to enable os-prober anyway, uncomment the following line:\n#GRUB_DISABLE_OS_PROBER=false\n",
+        // Ubuntu 14.04 (Xen image with a console on hvc0)
+        "GRUB_DEFAULT=0\nGRUB_HIDDEN_TIMEOUT=0\nGRUB_HIDDEN_TIMEOUT_QUIET=true\nGRUB_TIMEOUT=10\nGRUB_DISTRIBUTOR=`lsb_release -i -s 2> /dev/null || echo Debian`\nGRUB_CMDLINE_LINUX_DEFAULT=\"\"\nGRUB_CMDLINE_LINUX=\"console=hvc0 xencons=tty root=/dev/xvda1\"\n",
+    ];
+    for t in files {
+        let p = grub::shell::parse(t, &mut Default::default());
+        assert!(p.bad.is_empty(), "{:?}\n{t}", p.bad);
+        assert!(p.last("GRUB_CMDLINE_LINUX").is_some());
+        let out = grub::add_serial_console(t).unwrap();
+        assert_eq!(grub::add_serial_console(&out).unwrap(), out);
+        let p2 = grub::shell::parse(&out, &mut Default::default());
+        assert!(p2
+            .last("GRUB_CMDLINE_LINUX")
+            .unwrap()
+            .value
+            .ends_with("console=tty0 console=ttyS0,115200"));
+        let out = grub::add_serial_terminal(&out, true).unwrap();
+        assert_eq!(grub::add_serial_terminal(&out, true).unwrap(), out);
+        let out = network::grub_set_ifnames(&out).unwrap();
+        assert!(network::defaults_ifnames0(&[(
+            "/etc/default/grub".into(),
+            out.clone()
+        )]));
+        let mut map = BTreeMap::new();
+        map.insert("/dev/xvda1".to_string(), "UUID=abcd".to_string());
+        let out = grub::rewrite_cmdline_devices(&out, &map).unwrap();
+        let p3 = grub::shell::parse(&out, &mut Default::default());
+        assert!(p3.bad.is_empty(), "{:?}\n{out}", p3.bad);
+        let v = &p3.last("GRUB_CMDLINE_LINUX").unwrap().value;
+        assert!(!v.contains("/dev/xvda1"), "{v}");
+        assert_eq!(
+            v.contains("root=UUID=abcd"),
+            t.contains("root=/dev/xvda1"),
+            "{v}"
+        );
+        // The other lines are all still there.
+        assert_kept("grub defaults", t, &out, |l| {
+            !l.contains("GRUB_CMDLINE_LINUX=")
+        });
+    }
+}
