@@ -1348,5 +1348,14 @@ fn distribution_default_grub_files_parse_cleanly() {
         assert_kept("grub defaults", t, &out, |l| {
             !l.contains("GRUB_CMDLINE_LINUX=")
         });
+        // sh still reads the file.
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(f.path(), &out).unwrap();
+        let st = std::process::Command::new("sh")
+            .arg("-n")
+            .arg(f.path())
+            .status()
+            .unwrap();
+        assert!(st.success(), "sh -n rejects {out}");
     }
 }
