@@ -756,6 +756,22 @@ pub fn defaults_ifnames0(files: &[(String, String)]) -> bool {
 /// Add (or correct) `net.ifnames=0 biosdevname=0` in the last `GRUB_CMDLINE_LINUX=` assignment, keeping its
 /// quoting; other words and lines are untouched. Appends an assignment when there is none. Idempotent.
 pub fn grub_set_ifnames(content: &str) -> Result<String> {
+    // An unterminated quote runs to the end of the file in sh: whatever is edited or appended after it is
+    // part of that string.
+    let parsed = crate::grub::shell::parse(content, &mut Default::default());
+    if let Some(b) = parsed
+        .bad
+        .iter()
+        .find(|b| b.why.starts_with("unterminated"))
+    {
+        anyhow::bail!(
+            "{DEFAULT_GRUB} line {} ({}) has an {}: sh reads the rest of the file as part of it; correct it \
+             and add net.ifnames=0 biosdevname=0 by hand",
+            b.line,
+            b.text,
+            b.why
+        );
+    }
     let lines: Vec<&str> = content.split_inclusive('\n').collect();
     let idx = lines
         .iter()
@@ -768,6 +784,13 @@ pub fn grub_set_ifnames(content: &str) -> Result<String> {
             "\n"
         };
         if !out.is_empty() && !out.ends_with('\n') {
+            out.push_str(eol);
+        }
+        // A last line ending in `\` would continue onto the appended one.
+        let last = lines
+            .last()
+            .map_or("", |l| l.trim_end_matches(['\n', '\r']));
+        if (last.len() - last.trim_end_matches('\\').len()) % 2 == 1 {
             out.push_str(eol);
         }
         out.push_str("GRUB_CMDLINE_LINUX=\"net.ifnames=0 biosdevname=0\"");
@@ -2014,6 +2037,13 @@ mod tests {
             "GRUB_TIMEOUT=5\nGRUB_CMDLINE_LINUX=\"net.ifnames=0 biosdevname=0\"\n"
         );
         assert!(grub_set_ifnames("GRUB_CMDLINE_LINUX=\"a\nb\"\n").is_err());
+        // After an unterminated quote sh reads everything as one string: refused, not appended into it.
+        assert!(grub_set_ifnames("GRUB_TIMEOUT=5\nGRUB_DISTRIBUTOR=\"Debian\n").is_err());
+        // A dangling continuation on the last line is ended before the appended assignment.
+        assert_eq!(
+            grub_set_ifnames("GRUB_TIMEOUT=5 \\\n").unwrap(),
+            "GRUB_TIMEOUT=5 \\\n\nGRUB_CMDLINE_LINUX=\"net.ifnames=0 biosdevname=0\"\n"
+        );
         // Composes with another rewriter adding its own words.
         let other = |s: &str| {
             s.replace(
