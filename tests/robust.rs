@@ -1359,3 +1359,76 @@ fn distribution_default_grub_files_parse_cleanly() {
         assert!(st.success(), "sh -n rejects {out}");
     }
 }
+
+#[test]
+fn ifupdown_variants() {
+    use network::ifupdown;
+    // `auto` with several names, allow-hotplug, aliases, inet6, continuation lines.
+    let p = ifupdown::parse(IFUPDOWN[1]);
+    let autos: Vec<String> = p.autos().into_iter().map(|a| a.1).collect();
+    assert_eq!(autos, vec!["lo", "ens192", "ens160", "ens192:0"]);
+    let s: Vec<(&str, &str, &str)> = p
+        .stanzas
+        .iter()
+        .map(|s| (s.name.as_str(), s.family.as_str(), s.method.as_str()))
+        .collect();
+    assert_eq!(
+        s,
+        vec![
+            ("lo", "inet", "loopback"),
+            ("ens192", "inet", "static"),
+            ("ens192", "inet6", "static"),
+            ("ens192:0", "inet", "static"),
+            ("ens160", "inet", "dhcp")
+        ]
+    );
+    assert_eq!(p.garbage().count(), 0);
+    // The continued pre-up is one option spanning two lines.
+    let pre = p.stanzas[1].opts.iter().find(|o| o.0 == "pre-up").unwrap();
+    assert_eq!((pre.2, pre.3), (7, 8));
+    let out = ifupdown::to_dhcp(
+        IFUPDOWN[1],
+        &["ens192".to_string(), "eth0".to_string()],
+        "eth0",
+    );
+    assert_eq!(
+        out,
+        "auto lo ens192 ens160\niface lo inet loopback\niface eth0 inet dhcp\n    up ip route add 198.51.100.0/24 via 192.0.2.254 dev ens192\n    pre-up /sbin/ethtool -K ens192 tso off || \\\n       true\niface eth0 inet6 auto\nauto ens192:0\niface ens192:0 inet static\n    address 192.0.2.11\n    netmask 255.255.255.0\niface ens160 inet dhcp\n    hwaddress ether 00:50:56:aa:bb:cc\n"
+    );
+    let out = ifupdown::rename(
+        &out,
+        &[
+            ("ens192".into(), "eth0".into()),
+            ("ens160".into(), "eth1".into()),
+        ],
+    );
+    assert!(!out.contains("ens1"), "{out}");
+    assert!(
+        out.contains("auto eth0:0\niface eth0:0 inet static\n"),
+        "{out}"
+    );
+    let out = ifupdown::drop_option(&out, "hwaddress");
+    assert!(out.ends_with("iface eth1 inet dhcp\n"), "{out}");
+    // Bridges, bonds, VLANs, mapping, CRLF, no final newline: the garbage-free parse and a no-op rename.
+    let p = ifupdown::parse(IFUPDOWN[2]);
+    assert_eq!(
+        p.garbage().count(),
+        0,
+        "{:?}",
+        p.garbage().collect::<Vec<_>>()
+    );
+    assert_eq!(p.sources(), vec![(true, "interfaces.d".to_string(), 1)]);
+    assert_eq!(
+        ifupdown::rename(IFUPDOWN[2], &[("ens192".into(), "eth0".into())]),
+        IFUPDOWN[2]
+    );
+    let out = ifupdown::rename(IFUPDOWN[2], &[("eth0".into(), "eth9".into())]);
+    assert!(out.contains("bridge_ports eth9 eth1\r\n") && out.contains("vlan-raw-device eth9\r\n"));
+    assert!(out.ends_with("iface eth9.20 inet dhcp"), "{out}");
+    // Hyper-V guest: an unindented option still belongs to the stanza above it; an incomplete iface line and
+    // the option after it are reported.
+    let p = ifupdown::parse(IFUPDOWN[3]);
+    let g: Vec<usize> = p.garbage().map(|(l, _)| l.first).collect();
+    assert_eq!(g, vec![4, 5]);
+    assert_eq!(p.stanzas[0].opt("address"), Some("1.2.3.4"));
+}
