@@ -1432,3 +1432,62 @@ fn ifupdown_variants() {
     assert_eq!(g, vec![4, 5]);
     assert_eq!(p.stanzas[0].opt("address"), Some("1.2.3.4"));
 }
+
+/// `ifquery --list` of the guest's ifupdown on an interfaces file (inside the guest root).
+fn ifquery_ok(g: &Guest, text: &str, allow: &str) -> (bool, String) {
+    g.write("/etc/network/interfaces.robust", text);
+    let out = std::process::Command::new("chroot")
+        .arg(g.root())
+        .args([
+            "ifquery",
+            "--interfaces",
+            "/etc/network/interfaces.robust",
+            "--list",
+            "--allow",
+            allow,
+        ])
+        .output()
+        .expect("chroot ifquery");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn ifupdown_rewrites_are_accepted_by_ifquery() {
+    if !common::is_root() {
+        eprintln!("skipped: chroot needs root");
+        return;
+    }
+    let g = Guest::bookworm();
+    let map = [
+        ("ens192".to_string(), "eth0".to_string()),
+        ("ens160".to_string(), "eth1".to_string()),
+    ];
+    let mut checked = 0;
+    for t in IFUPDOWN {
+        if !ifquery_ok(&g, t, "auto").0 {
+            continue;
+        }
+        let a = network::ifupdown::to_dhcp(t, &["ens192".into(), "eth0".into()], "eth0");
+        let b = network::ifupdown::rename(&a, &map);
+        let c = network::ifupdown::drop_option(&b, "hwaddress");
+        let d = network::ensure_eth0_dhcp(&c, false);
+        // (to_dhcp renames the stanza; the rename of the auto line and of the other mentions is part of
+        // the same fix, so the file is only ever written with both.)
+        for out in [&b, &c, &d] {
+            let (ok, msg) = ifquery_ok(&g, out, "auto");
+            assert!(ok, "ifquery rejects\n{out}\n{msg}");
+        }
+        // eth0 comes up at boot (`auto`, or `allow-hotplug` when udev announces the NIC).
+        let listed = ifquery_ok(&g, &d, "auto").1 + &ifquery_ok(&g, &d, "hotplug").1;
+        assert!(listed.lines().any(|l| l == "eth0"), "{listed}\n{d}");
+        checked += 1;
+    }
+    assert!(checked >= 3, "{checked}");
+}
