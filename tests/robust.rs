@@ -1491,3 +1491,60 @@ fn ifupdown_rewrites_are_accepted_by_ifquery() {
     }
     assert!(checked >= 3, "{checked}");
 }
+
+/// `findmnt --verify` parse errors of an fstab text (the other errors depend on this machine's devices).
+fn findmnt_parse_errors(text: &str) -> usize {
+    let f = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(f.path(), text).unwrap();
+    let out = std::process::Command::new("findmnt")
+        .args(["--verify", "--tab-file"])
+        .arg(f.path())
+        .output()
+        .expect("findmnt");
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = all
+        .lines()
+        .find(|l| l.contains("parse error"))
+        .unwrap_or_else(|| panic!("{all}"));
+    summary.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn fstab_rewrites_parse_with_findmnt() {
+    for t in FSTAB {
+        let before = findmnt_parse_errors(t);
+        let out = fstab::rewrite_fields(t, |f| {
+            let mut e = Vec::new();
+            if fstab::unstable_name(&f[0]).is_some() {
+                e.push((
+                    0,
+                    fstab::escape_field("UUID=0a1b2c3d-1111-4111-8111-111111111111"),
+                ));
+            }
+            if f.len() >= 3
+                && f[1] != "/"
+                && !fstab::has_option(f.get(3).map(String::as_str).unwrap_or(""), "nofail")
+            {
+                let cur = f.get(3).cloned().unwrap_or_default();
+                let new = if cur.is_empty() {
+                    "nofail".to_string()
+                } else {
+                    format!("{cur},nofail")
+                };
+                e.push((3, fstab::escape_field(&new)));
+            }
+            e
+        });
+        assert_ne!(out, *t);
+        assert!(findmnt_parse_errors(&out) <= before, "{t}\n->\n{out}");
+        let parsed = fstab::parse_fstab(&out);
+        assert!(parsed
+            .entries
+            .iter()
+            .all(|e| fstab::unstable_name(e.spec()).is_none()));
+    }
+}
