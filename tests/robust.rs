@@ -1548,3 +1548,26 @@ fn fstab_rewrites_parse_with_findmnt() {
             .all(|e| fstab::unstable_name(e.spec()).is_none()));
     }
 }
+
+#[test]
+fn vmware_customized_netplan_composes_to_one_dhcp_entry() {
+    // Written by open-vm-tools' guest customization on Ubuntu 18.04+.
+    let t = "network:\n  version: 2\n  renderer: networkd\n  ethernets:\n    nic0:\n      match:\n        macaddress: 00:50:56:bb:cc:dd\n      wakeonlan: true\n      set-name: ens192\n      dhcp4: false\n      addresses:\n        - 10.0.0.5/24\n      gateway4: 10.0.0.1\n      nameservers:\n        addresses: [8.8.8.8]\n";
+    let ids = vec!["nic0".to_string(), "eth0".to_string(), "ens192".to_string()];
+    let a = network::netplan::unpin_mac(t, &ids, "eth0");
+    let b = network::netplan::to_dhcp(&a, &ids);
+    let c = network::netplan::rename(&b, &[("ens192".into(), "eth0".into())]);
+    assert_eq!(
+        c,
+        "network:\n  version: 2\n  renderer: networkd\n  ethernets:\n    eth0:\n      wakeonlan: true\n      dhcp4: true\n"
+    );
+    let np = network::netplan::parse(&c);
+    assert_eq!(np.ifaces.len(), 1);
+    assert_eq!(np.ifaces[0].name(), Some("eth0"));
+    assert!(np.ifaces[0].dhcp4 && np.ifaces[0].match_mac.is_none());
+    // Any order of the three edits gives the same file.
+    let d = network::netplan::rename(t, &[("ens192".into(), "eth0".into())]);
+    let d = network::netplan::to_dhcp(&d, &ids);
+    let d = network::netplan::unpin_mac(&d, &ids, "eth0");
+    assert_eq!(d, c);
+}
