@@ -1571,3 +1571,48 @@ fn vmware_customized_netplan_composes_to_one_dhcp_entry() {
     let d = network::netplan::unpin_mac(&d, &ids, "eth0");
     assert_eq!(d, c);
 }
+
+#[test]
+fn networking_init_script_without_a_native_unit_is_enabled_by_its_rc_links() {
+    let g = Guest::bookworm();
+    let grub = g.read("/etc/default/grub");
+    g.write(
+        "/etc/default/grub",
+        &grub.replace(
+            "GRUB_CMDLINE_LINUX=\"\"",
+            "GRUB_CMDLINE_LINUX=\"net.ifnames=0\"",
+        ),
+    );
+    g.write("/etc/network/interfaces", ETH0_DHCP);
+    // Debian 8's ifupdown: /etc/init.d/networking and its rcS.d link, no networking.service; systemd's sysv
+    // generator starts it at boot.
+    g.remove("/lib/systemd/system/networking.service");
+    g.remove("/etc/systemd/system/multi-user.target.wants/networking.service");
+    g.remove("/etc/systemd/system/network-online.target.wants/networking.service");
+    assert!(g.path("/etc/init.d/networking").exists());
+    assert!(std::fs::read_dir(g.path("/etc/rcS.d")).unwrap().any(|e| e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .ends_with("networking")));
+    let (_, v) = g.audit_json(&[]);
+    assert!(
+        findings(&v, "network.no-primary-dhcp").is_empty(),
+        "{:#}",
+        v["findings"]
+    );
+    // Without the rc link it is not started.
+    for e in std::fs::read_dir(g.path("/etc/rcS.d")).unwrap() {
+        let e = e.unwrap();
+        if e.file_name().to_string_lossy().ends_with("networking") {
+            std::fs::remove_file(e.path()).unwrap();
+        }
+    }
+    let (_, v) = g.audit_json(&[]);
+    assert_eq!(
+        findings(&v, "network.no-primary-dhcp").len(),
+        1,
+        "{:#}",
+        v["findings"]
+    );
+}

@@ -1625,7 +1625,16 @@ fn networking_enabled(root: &Root) -> Result<bool> {
         .resolve("/sbin/init")
         .map(|r| r.guest.ends_with("/systemd"))
         .unwrap_or(false);
-    if systemd {
+    // Without a native networking.service (ifupdown before 0.8: Debian 8), systemd's sysv generator runs
+    // /etc/init.d/networking from its rc links; with one, the rc links are ignored.
+    let native = [
+        "/etc/systemd/system/networking.service",
+        "/lib/systemd/system/networking.service",
+        "/usr/lib/systemd/system/networking.service",
+    ]
+    .iter()
+    .any(|p| root.exists(p));
+    if systemd && native {
         for t in root.list_dir("/etc/systemd/system")? {
             if !t.ends_with(".wants") {
                 continue;
