@@ -1616,3 +1616,40 @@ fn networking_init_script_without_a_native_unit_is_enabled_by_its_rc_links() {
         v["findings"]
     );
 }
+
+#[test]
+fn naming_policy_masked_by_the_default_link_keeps_kernel_names() {
+    let g = Guest::bookworm();
+    g.write("/etc/network/interfaces", ETH0_DHCP);
+    // bookworm renames NICs: a configuration for eth0 needs kernel names.
+    let (_, v) = g.audit_json(&[]);
+    assert_eq!(
+        findings(&v, "network.interface-names").len(),
+        1,
+        "{:#}",
+        v["findings"]
+    );
+    // Masking the default .link (udev's README.Debian) keeps kernel names as net.ifnames=0 does.
+    std::fs::create_dir_all(g.path("/etc/systemd/network")).unwrap();
+    std::os::unix::fs::symlink("/dev/null", g.path("/etc/systemd/network/99-default.link"))
+        .unwrap();
+    let (_, v) = g.audit_json(&[]);
+    assert!(
+        findings(&v, "network.interface-names").is_empty(),
+        "{:#}",
+        v["findings"]
+    );
+    // An own 99-default.link with content is not a mask.
+    std::fs::remove_file(g.path("/etc/systemd/network/99-default.link")).unwrap();
+    g.write(
+        "/etc/systemd/network/99-default.link",
+        "[Match]\nOriginalName=*\n\n[Link]\nNamePolicy=keep kernel database onboard slot path\n",
+    );
+    let (_, v) = g.audit_json(&[]);
+    assert_eq!(
+        findings(&v, "network.interface-names").len(),
+        1,
+        "{:#}",
+        v["findings"]
+    );
+}

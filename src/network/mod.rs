@@ -943,6 +943,19 @@ fn ifnames_disabled(root: &Root) -> Result<bool> {
             return Ok(true);
         }
     }
+    // The default naming policy masked (`ln -s /dev/null /etc/systemd/network/99-default.link`, udev's
+    // README.Debian since buster): no .link names the NIC, it keeps its kernel name.
+    let link = root.lexical("/etc/systemd/network/99-default.link");
+    if let Ok(m) = std::fs::symlink_metadata(&link) {
+        let masked = if m.file_type().is_symlink() {
+            std::fs::read_link(&link).is_ok_and(|t| t == std::path::Path::new("/dev/null"))
+        } else {
+            m.is_file() && m.len() == 0
+        };
+        if masked {
+            return Ok(true);
+        }
+    }
     Ok(false)
 }
 
