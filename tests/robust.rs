@@ -1653,3 +1653,72 @@ fn naming_policy_masked_by_the_default_link_keeps_kernel_names() {
         v["findings"]
     );
 }
+
+#[test]
+fn ubuntu_installer_and_vmware_cloud_init_leftovers() {
+    let g = Guest::release("bookworm", "cloud");
+    g.write(
+        "/etc/cloud/cloud.cfg.d/90_dpkg.cfg",
+        "# to update this file, run dpkg-reconfigure cloud-init\ndatasource_list: [ VMware, OVF, None ]\n",
+    );
+    g.write(
+        "/etc/cloud/cloud.cfg.d/99-installer.cfg",
+        "datasource:\n  None:\n    metadata:\n      instance-id: 1234\n    userdata_raw: \"#cloud-config\\n\"\ndatasource_list:\n- None\n",
+    );
+    g.write(
+        "/etc/cloud/cloud.cfg.d/subiquity-disable-cloudinit-networking.cfg",
+        "network: {config: disabled}\n",
+    );
+    let (_, v) = g.audit_json(&[]);
+    assert!(has_evidence(
+        &v,
+        "cloud-init.datasource",
+        "/etc/cloud/cloud.cfg.d/99-installer.cfg",
+        Some(6)
+    ));
+    assert!(has_evidence(
+        &v,
+        "cloud-init.installer-leftovers",
+        "/etc/cloud/cloud.cfg.d/99-installer.cfg",
+        Some(6)
+    ));
+    assert!(has_evidence(
+        &v,
+        "cloud-init.installer-leftovers",
+        "/etc/cloud/cloud.cfg.d/subiquity-disable-cloudinit-networking.cfg",
+        Some(1)
+    ));
+    // The fix plan rewrites 90_dpkg.cfg to the cloud's datasource and removes both leftovers.
+    let ds = findings(&v, "cloud-init.datasource");
+    let files: Vec<(&str, &str)> = ds[0]["fix"]["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["path"].as_str().unwrap(), f["action"].as_str().unwrap()))
+        .collect();
+    assert!(
+        files.contains(&("/etc/cloud/cloud.cfg.d/90_dpkg.cfg", "rewrite")),
+        "{files:?}"
+    );
+    for f in findings(&v, "cloud-init.installer-leftovers") {
+        assert_eq!(f["fix"]["files"][0]["action"], "remove", "{f:#}");
+    }
+    // A correct configuration is quiet: Ec2 first, nothing left over.
+    g.remove("/etc/cloud/cloud.cfg.d/99-installer.cfg");
+    g.remove("/etc/cloud/cloud.cfg.d/subiquity-disable-cloudinit-networking.cfg");
+    g.write(
+        "/etc/cloud/cloud.cfg.d/90_dpkg.cfg",
+        "# to update this file, run dpkg-reconfigure cloud-init\ndatasource_list: [ Ec2, None ]\n",
+    );
+    let (_, v) = g.audit_json(&[]);
+    assert!(
+        findings(&v, "cloud-init.datasource").is_empty(),
+        "{:#}",
+        v["findings"]
+    );
+    assert!(
+        findings(&v, "cloud-init.installer-leftovers").is_empty(),
+        "{:#}",
+        v["findings"]
+    );
+}
