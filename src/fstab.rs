@@ -1170,6 +1170,17 @@ fileserver:/export /mnt/nfs nfs rw 0 0\n\
     }
 
     #[test]
+    fn octal_escape_out_of_byte_range_is_literal() {
+        // `\777` is not a one-byte escape: it decoded with an arithmetic overflow (a panic in debug builds).
+        let t = parse_fstab(
+            "/dev/sdb1 /mnt/a\\777b ext4 defaults 0 2\n/dev/sdc1 /mnt/x\\040y\\4 ext4 defaults\n",
+        );
+        assert_eq!(t.entries[0].mountpoint(), "/mnt/a\\777b");
+        assert_eq!(t.entries[1].mountpoint(), "/mnt/x y\\4");
+        assert_eq!(crate::facts::unescape_octal("\\377\\400"), "\u{fffd}\\400");
+    }
+
+    #[test]
     fn types() {
         assert!(type_compatible("ext3", "ext4"));
         assert!(type_compatible("auto", "xfs"));

@@ -700,10 +700,29 @@ fn has_serial(words: &str) -> bool {
         .any(|w| w == "console=ttyS0" || w.starts_with("console=ttyS0,"))
 }
 
+/// An unterminated quote (or `$(`, backquote) runs to the end of the file in sh: a line appended after it
+/// would become part of that string, so the file is left for a human to correct.
+fn refuse_unterminated(parsed: &shell::Parsed) -> Result<()> {
+    if let Some(b) = parsed
+        .bad
+        .iter()
+        .find(|b| b.why.starts_with("unterminated"))
+    {
+        anyhow::bail!(
+            "line {} ({}) has an {}: sh reads the rest of the file as part of it; correct it by hand",
+            b.line,
+            b.text,
+            b.why
+        );
+    }
+    Ok(())
+}
+
 /// Add the serial console words to the last GRUB_CMDLINE_LINUX of a file (a new line when it has none).
 /// Idempotent.
 pub fn add_serial_console(content: &str) -> Result<String> {
     let parsed = shell::parse(content, &mut HashMap::new());
+    refuse_unterminated(&parsed)?;
     match parsed.last("GRUB_CMDLINE_LINUX") {
         Some(a) => {
             if has_serial(&shell::eval(&a.raw, &HashMap::new())) {
@@ -715,19 +734,8 @@ pub fn add_serial_console(content: &str) -> Result<String> {
             Ok(out)
         }
         None => {
-            let nl = if content.contains("\r\n") {
-                "\r\n"
-            } else {
-                "\n"
-            };
             let mut out = content.to_string();
-            if !out.is_empty() && !out.ends_with('\n') {
-                out.push_str(nl);
-            }
-            out.push_str(&format!(
-                "GRUB_CMDLINE_LINUX=\"{}\"{nl}",
-                SERIAL_WORDS.join(" ")
-            ));
+            push_assignment(&mut out, "GRUB_CMDLINE_LINUX", &SERIAL_WORDS.join(" "));
             Ok(out)
         }
     }
@@ -753,6 +761,13 @@ fn push_assignment(content: &mut String, name: &str, value: &str) {
     if !content.is_empty() && !content.ends_with('\n') {
         content.push_str(nl);
     }
+    // A last line ending in `\` continues onto the next one in sh: an empty line ends it first.
+    let body = content.strip_suffix('\n').unwrap_or(content);
+    let body = body.strip_suffix('\r').unwrap_or(body);
+    let last = &body[body.rfind('\n').map_or(0, |p| p + 1)..];
+    if (last.len() - last.trim_end_matches('\\').len()) % 2 == 1 {
+        content.push_str(nl);
+    }
     content.push_str(&format!("{name}=\"{value}\"{nl}"));
 }
 
@@ -761,6 +776,7 @@ fn push_assignment(content: &mut String, name: &str, value: &str) {
 /// `GRUB_SERIAL_COMMAND` at 115200 baud when `add_command` (nothing else sets one). Idempotent.
 pub fn add_serial_terminal(content: &str, add_command: bool) -> Result<String> {
     let parsed = shell::parse(content, &mut HashMap::new());
+    refuse_unterminated(&parsed)?;
     let mut out = content.to_string();
     match parsed.last("GRUB_TERMINAL") {
         Some(a) if has_serial_terminal(&shell::eval(&a.raw, &HashMap::new())) => {}
@@ -898,6 +914,28 @@ fn check_serial_console(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn serial_edits_refuse_a_file_with_an_unterminated_quote() {
+        // sh reads everything after the stray quote as one string: an appended assignment would be swallowed
+        // by it (and a second run appended another one).
+        let t = "GRUB_DEFAULT=0\nGRUB_DISTRIBUTOR=\"Debian\nGRUB_TIMEOUT=5\n";
+        assert!(add_serial_console(t).is_err());
+        assert!(add_serial_terminal(t, true).is_err());
+        let ok = "GRUB_DEFAULT=0\nGRUB_TIMEOUT=5\n";
+        assert!(add_serial_console(ok).is_ok());
+        assert!(add_serial_terminal(ok, true).is_ok());
+        // A dangling continuation on the last line would join the appended assignment to it.
+        let t = "GRUB_DEFAULT=0 \\";
+        let out = add_serial_console(t).unwrap();
+        assert_eq!(
+            out,
+            "GRUB_DEFAULT=0 \\\n\nGRUB_CMDLINE_LINUX=\"console=tty0 console=ttyS0,115200\"\n"
+        );
+        assert_eq!(add_serial_console(&out).unwrap(), out);
+        let out = add_serial_terminal(t, false).unwrap();
+        assert_eq!(add_serial_terminal(&out, false).unwrap(), out);
+    }
 
     #[test]
     fn device_names() {

@@ -457,6 +457,11 @@ pub fn append_lines(content: &str, add: &[String]) -> String {
     if !out.is_empty() && !out.ends_with('\n') {
         out.push_str(eol);
     }
+    // A last line ending in `\` continues onto the next one: an empty line ends it, so that the appended
+    // lines are lines of their own.
+    if strip_eol(physical(content).last().copied().unwrap_or("")).ends_with('\\') {
+        out.push_str(eol);
+    }
     for a in add {
         out.push_str(a);
         out.push_str(eol);
@@ -517,6 +522,17 @@ pub fn run_parts_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn append_after_a_dangling_continuation() {
+        // The appended `auto eth0` was joined to a last line ending in `\`, so it never took effect (and a
+        // second run appended it again).
+        let t = "auto lo\niface lo inet loopback\n  post-up /bin/true \\\n";
+        let out = append_lines(t, &["auto eth0".to_string()]);
+        assert_eq!(out, format!("{t}\nauto eth0\n"));
+        assert!(parse(&out).autos().iter().any(|(_, n, _)| n == "eth0"));
+        assert_eq!(append_lines("a \\", &["b".into()]), "a \\\n\nb\n");
+    }
 
     const OLD: &str = "# The loopback network interface\nauto lo\niface lo inet loopback\n\n# The primary network interface\nallow-hotplug eth0\niface eth0 inet static\n\taddress 192.0.2.10\n\tnetmask 255.255.255.0\n\tnetwork 192.0.2.0\n\tbroadcast 192.0.2.255\n\tgateway 192.0.2.1\n\t# dns-* options are implemented by the resolvconf package\n\tdns-nameservers 192.0.2.53 198.51.100.53\n\tdns-search example.com\n\tpost-up ip route add 198.51.100.0/24 via 192.0.2.254\n";
 

@@ -122,6 +122,9 @@ pub struct Cfg {
     pub dns: Vec<String>,
     /// Brought up at boot.
     pub auto: bool,
+    /// Ports of a bridge / slaves of a bond (`bridge_ports`, `bond-slaves`, `bond-master` of the members,
+    /// netplan `interfaces:`): the bridge or bond carries their traffic and addressing.
+    pub members: Vec<String>,
 }
 
 pub struct TextFile<T> {
@@ -320,6 +323,35 @@ pub fn gather(ctx: &Ctx) -> Result<NetState> {
     Ok(st)
 }
 
+/// Member interfaces of an ifupdown bridge or bond stanza: its `bridge_ports`/`bond-slaves` (ifupdown's
+/// bridge-utils and ifenslave spellings) and the stanzas naming it as their `bond-master`.
+fn ifupdown_members(st: &NetState, name: &str, s: &ifupdown::Stanza) -> Vec<String> {
+    let mut out: Vec<String> = s
+        .opts
+        .iter()
+        .filter(|o| {
+            matches!(
+                o.0.as_str(),
+                "bridge_ports" | "bridge-ports" | "bond-slaves" | "bond_slaves" | "slaves"
+            )
+        })
+        .flat_map(|o| o.1.split_whitespace().map(str::to_string))
+        .filter(|m| m != "none" && m != "all")
+        .collect();
+    for f in &st.ifupdown {
+        for m in &f.parsed.stanzas {
+            if m.opts
+                .iter()
+                .any(|o| (o.0 == "bond-master" || o.0 == "bond_master") && o.1.trim() == name)
+                && !out.contains(&m.name)
+            {
+                out.push(m.name.clone());
+            }
+        }
+    }
+    out
+}
+
 fn collect_cfgs(st: &NetState) -> Vec<Cfg> {
     let mut out = Vec::new();
     let mut autos = BTreeSet::new();
@@ -368,6 +400,7 @@ fn collect_cfgs(st: &NetState) -> Vec<Cfg> {
                 gateway,
                 dns,
                 auto: autos.contains(&s.name),
+                members: ifupdown_members(st, &s.name, s),
             });
         }
     }
@@ -395,6 +428,7 @@ fn collect_cfgs(st: &NetState) -> Vec<Cfg> {
                     .map(|g| (i.line, g)),
                 dns: i.nameservers.clone(),
                 auto: true,
+                members: i.members.clone(),
             });
         }
     }
@@ -445,6 +479,7 @@ fn collect_cfgs(st: &NetState) -> Vec<Cfg> {
                 })
                 .collect(),
             auto: true,
+            members: Vec::new(),
         });
     }
     for f in &st.nm {
@@ -512,6 +547,7 @@ fn collect_cfgs(st: &NetState) -> Vec<Cfg> {
             auto: ini
                 .get("connection", "autoconnect")
                 .is_none_or(|e| e.value != "false"),
+            members: Vec::new(),
         });
     }
     out
@@ -699,9 +735,43 @@ pub fn grub_has_ifnames0(content: &str) -> bool {
     })
 }
 
+/// Does the kernel command line grub-mkconfig builds from these default files (sourced in order, as
+/// `GRUB_CMDLINE_LINUX GRUB_CMDLINE_LINUX_DEFAULT`) end up with `net.ifnames=0` (the last `net.ifnames=`
+/// wins)? A later assignment (e.g. Ubuntu's grub.d/50-cloudimg-settings.cfg setting
+/// GRUB_CMDLINE_LINUX_DEFAULT) replaces what an earlier file set.
+pub fn defaults_ifnames0(files: &[(String, String)]) -> bool {
+    let (_, env) = crate::grub::parse_defaults(files);
+    let get = |k: &str| env.get(k).map(String::as_str).unwrap_or("");
+    format!(
+        "{} {}",
+        get("GRUB_CMDLINE_LINUX"),
+        get("GRUB_CMDLINE_LINUX_DEFAULT")
+    )
+    .split_whitespace()
+    .filter_map(|w| w.strip_prefix("net.ifnames="))
+    .next_back()
+        == Some("0")
+}
+
 /// Add (or correct) `net.ifnames=0 biosdevname=0` in the last `GRUB_CMDLINE_LINUX=` assignment, keeping its
 /// quoting; other words and lines are untouched. Appends an assignment when there is none. Idempotent.
 pub fn grub_set_ifnames(content: &str) -> Result<String> {
+    // An unterminated quote runs to the end of the file in sh: whatever is edited or appended after it is
+    // part of that string.
+    let parsed = crate::grub::shell::parse(content, &mut Default::default());
+    if let Some(b) = parsed
+        .bad
+        .iter()
+        .find(|b| b.why.starts_with("unterminated"))
+    {
+        anyhow::bail!(
+            "{DEFAULT_GRUB} line {} ({}) has an {}: sh reads the rest of the file as part of it; correct it \
+             and add net.ifnames=0 biosdevname=0 by hand",
+            b.line,
+            b.text,
+            b.why
+        );
+    }
     let lines: Vec<&str> = content.split_inclusive('\n').collect();
     let idx = lines
         .iter()
@@ -714,6 +784,13 @@ pub fn grub_set_ifnames(content: &str) -> Result<String> {
             "\n"
         };
         if !out.is_empty() && !out.ends_with('\n') {
+            out.push_str(eol);
+        }
+        // A last line ending in `\` would continue onto the appended one.
+        let last = lines
+            .last()
+            .map_or("", |l| l.trim_end_matches(['\n', '\r']));
+        if (last.len() - last.trim_end_matches('\\').len()) % 2 == 1 {
             out.push_str(eol);
         }
         out.push_str("GRUB_CMDLINE_LINUX=\"net.ifnames=0 biosdevname=0\"");
@@ -847,20 +924,35 @@ fn predictable_capable(ctx: &Ctx) -> bool {
 /// Is predictable naming switched off (kernel command line in /etc/default/grub, or the udev rule
 /// masked in /etc)?
 fn ifnames_disabled(root: &Root) -> Result<bool> {
-    let mut files = vec![DEFAULT_GRUB.to_string()];
-    files.extend(root.files_in("/etc/default/grub.d", |n| n.ends_with(".cfg"))?);
-    for f in files {
+    let mut paths = vec![DEFAULT_GRUB.to_string()];
+    paths.extend(root.files_in("/etc/default/grub.d", |n| n.ends_with(".cfg"))?);
+    let mut files = Vec::new();
+    for f in paths {
         if let Some(t) = root.read_text(&f)? {
-            if grub_has_ifnames0(&t) {
-                return Ok(true);
-            }
+            files.push((f, t));
         }
+    }
+    if defaults_ifnames0(&files) {
+        return Ok(true);
     }
     for p in [
         "/etc/udev/rules.d/80-net-setup-link.rules",
         "/etc/udev/rules.d/80-net-name-slot.rules",
     ] {
         if std::fs::symlink_metadata(root.lexical(p)).is_ok() {
+            return Ok(true);
+        }
+    }
+    // The default naming policy masked (`ln -s /dev/null /etc/systemd/network/99-default.link`, udev's
+    // README.Debian since buster): no .link names the NIC, it keeps its kernel name.
+    let link = root.lexical("/etc/systemd/network/99-default.link");
+    if let Ok(m) = std::fs::symlink_metadata(&link) {
+        let masked = if m.file_type().is_symlink() {
+            std::fs::read_link(&link).is_ok_and(|t| t == std::path::Path::new("/dev/null"))
+        } else {
+            m.is_file() && m.len() == 0
+        };
+        if masked {
             return Ok(true);
         }
     }
@@ -1293,6 +1385,31 @@ fn static_fix(st: &NetState, c: &Cfg, map: &[(String, String)]) -> Fix {
     fix
 }
 
+/// A VLAN interface not named `parent.vid`: an ifupdown stanza with `vlan-raw-device` (`iface vlan10 ...`),
+/// or a netplan `vlans:` entry.
+fn is_vlan(st: &NetState, c: &Cfg) -> bool {
+    match c.src {
+        Src::Ifupdown => st
+            .ifupdown
+            .iter()
+            .filter(|f| f.path == c.path)
+            .flat_map(|f| &f.parsed.stanzas)
+            .any(|s| {
+                s.line == c.line
+                    && s.opts
+                        .iter()
+                        .any(|o| o.0 == "vlan-raw-device" || o.0 == "vlan_raw_device")
+            }),
+        Src::Netplan => st
+            .netplan
+            .iter()
+            .filter(|f| f.path == c.path)
+            .flat_map(|f| &f.parsed.ifaces)
+            .any(|i| i.line == c.line && i.kind == "vlans"),
+        _ => false,
+    }
+}
+
 fn check_static(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
     let st = gather(ctx)?;
     let policy = ctx.config.network.addressing;
@@ -1330,20 +1447,22 @@ fn check_static(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
         }
         let target = st.target(&map, c.name.as_deref().unwrap_or(&c.id));
         let name = c.name.as_deref().unwrap_or("");
-        if name.contains([':', '.']) {
-            // An alias (eth0:1) or VLAN (eth0.100): no DHCP equivalent; the cloud needs an extra port or an
-            // allowed address pair.
+        if name.contains([':', '.']) || is_vlan(&st, c) {
+            // An alias (eth0:1) or VLAN (eth0.100, vlan10 with vlan-raw-device, netplan `vlans:`): no DHCP
+            // equivalent; the cloud needs an extra port or an allowed address pair.
             out.push(
                 Finding::new(
                     info,
                     format!(
-                        "static secondary address or VLAN interface (old configuration: {old}); the cloud delivers                          neither the old subnet nor VLAN tags, and DHCP cannot replace it"
+                        "static secondary address or VLAN interface (old configuration: {old}); the cloud delivers \
+                         neither the old subnet nor VLAN tags, and DHCP cannot replace it"
                     ),
                 )
                 .severity(Severity::Warning)
                 .evidences(ev)
                 .remediation(format!(
-                    "Remove the {name} stanza, or ask for an additional port / allowed address pair in the cloud                      and configure it from there."
+                    "Remove the {name} stanza, or ask for an additional port / allowed address pair in the cloud \
+                     and configure it from there."
                 )),
             );
             continue;
@@ -1356,7 +1475,19 @@ fn check_static(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
             ),
         )
         .evidences(ev);
+        // A netplan entry in flow style (`eth0: {addresses: [...]}`) is not rewritten automatically.
+        let editable = c.src != Src::Netplan
+            || st
+                .netplan
+                .iter()
+                .filter(|f| f.path == c.path)
+                .any(|f| netplan::to_dhcp(&f.text, std::slice::from_ref(&c.id)) != f.text);
         let f = match policy {
+            AddressPolicy::Dhcp if !editable => f.remediation(format!(
+                "Configure {target} with DHCP by hand in {} (the entry is written in YAML flow style, which \
+                 cloudprep does not rewrite): `dhcp4: true` without addresses, gateway4, routes and nameservers.",
+                c.path
+            )),
             AddressPolicy::Dhcp => f
                 .remediation(format!(
                     "Configure {target} with DHCP ({}); keep the old configuration above for reference.",
@@ -1507,7 +1638,16 @@ fn networking_enabled(root: &Root) -> Result<bool> {
         .resolve("/sbin/init")
         .map(|r| r.guest.ends_with("/systemd"))
         .unwrap_or(false);
-    if systemd {
+    // Without a native networking.service (ifupdown before 0.8: Debian 8), systemd's sysv generator runs
+    // /etc/init.d/networking from its rc links; with one, the rc links are ignored.
+    let native = [
+        "/etc/systemd/system/networking.service",
+        "/lib/systemd/system/networking.service",
+        "/usr/lib/systemd/system/networking.service",
+    ]
+    .iter()
+    .any(|p| root.exists(p));
+    if systemd && native {
         for t in root.list_dir("/etc/systemd/system")? {
             if !t.ends_with(".wants") {
                 continue;
@@ -1629,10 +1769,15 @@ fn check_no_primary_dhcp(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
         if c.src == Src::Ifupdown && !ifup_ok {
             return false;
         }
+        // A bridge or bond over the NIC (`bridge_ports eth0`) brings it up with the bridge's addressing.
         match (&c.name, naming) {
             (None, _) => true,
-            (Some(n), NamingPolicy::Eth0) => st.target(&map, n) == "eth0",
-            (Some(n), NamingPolicy::Predictable) => is_physical(n),
+            (Some(n), NamingPolicy::Eth0) => std::iter::once(n)
+                .chain(&c.members)
+                .any(|n| st.target(&map, n) == "eth0"),
+            (Some(n), NamingPolicy::Predictable) => {
+                std::iter::once(n).chain(&c.members).any(|n| is_physical(n))
+            }
         }
     });
     if up {
@@ -1914,6 +2059,13 @@ mod tests {
             "GRUB_TIMEOUT=5\nGRUB_CMDLINE_LINUX=\"net.ifnames=0 biosdevname=0\"\n"
         );
         assert!(grub_set_ifnames("GRUB_CMDLINE_LINUX=\"a\nb\"\n").is_err());
+        // After an unterminated quote sh reads everything as one string: refused, not appended into it.
+        assert!(grub_set_ifnames("GRUB_TIMEOUT=5\nGRUB_DISTRIBUTOR=\"Debian\n").is_err());
+        // A dangling continuation on the last line is ended before the appended assignment.
+        assert_eq!(
+            grub_set_ifnames("GRUB_TIMEOUT=5 \\\n").unwrap(),
+            "GRUB_TIMEOUT=5 \\\n\nGRUB_CMDLINE_LINUX=\"net.ifnames=0 biosdevname=0\"\n"
+        );
         // Composes with another rewriter adding its own words.
         let other = |s: &str| {
             s.replace(
@@ -1929,6 +2081,56 @@ mod tests {
         assert!(!grub_has_ifnames0(
             "#GRUB_CMDLINE_LINUX=\"net.ifnames=0\"\nGRUB_CMDLINE_LINUX=\"net.ifnames=1\""
         ));
+    }
+
+    #[test]
+    fn ifnames0_is_what_the_sourced_defaults_end_with() {
+        let f = |v: &[(&str, &str)]| {
+            defaults_ifnames0(
+                &v.iter()
+                    .map(|(p, t)| (p.to_string(), t.to_string()))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let grub = "/etc/default/grub";
+        let cloudimg = "/etc/default/grub.d/50-cloudimg-settings.cfg";
+        assert!(f(&[(
+            grub,
+            "GRUB_CMDLINE_LINUX=\"net.ifnames=0 biosdevname=0\"\n"
+        )]));
+        assert!(f(&[(
+            grub,
+            "GRUB_CMDLINE_LINUX_DEFAULT='quiet net.ifnames=0'\n"
+        )]));
+        assert!(f(&[
+            (grub, "GRUB_CMDLINE_LINUX=\"net.ifnames=0\"\n"),
+            (
+                cloudimg,
+                "GRUB_CMDLINE_LINUX_DEFAULT=\"console=tty1 console=ttyS0\"\n"
+            )
+        ]));
+        // Ubuntu cloud image: the grub.d file replaces the _DEFAULT that carried net.ifnames=0 (the line-based
+        // check saw it in /etc/default/grub and took predictable naming for disabled).
+        assert!(!f(&[
+            (grub, "GRUB_CMDLINE_LINUX_DEFAULT=\"quiet net.ifnames=0\"\n"),
+            (
+                cloudimg,
+                "GRUB_CMDLINE_LINUX_DEFAULT=\"console=tty1 console=ttyS0\"\n"
+            )
+        ]));
+        // A later assignment of the same file wins too; the last net.ifnames= word wins.
+        assert!(!f(&[(
+            grub,
+            "GRUB_CMDLINE_LINUX=\"net.ifnames=0\"\nGRUB_CMDLINE_LINUX=\"quiet\"\n"
+        )]));
+        assert!(!f(&[(
+            grub,
+            "GRUB_CMDLINE_LINUX=\"net.ifnames=0\"\nGRUB_CMDLINE_LINUX_DEFAULT=\"net.ifnames=1\"\n"
+        )]));
+        assert!(f(&[(grub, "GRUB_CMDLINE_LINUX=\"net.ifnames=0\"\nGRUB_CMDLINE_LINUX=\"$GRUB_CMDLINE_LINUX quiet\"\n")]));
+        assert!(!f(&[(grub, "#GRUB_CMDLINE_LINUX=\"net.ifnames=0\"\n")]));
+        assert!(!f(&[(grub, "GRUB_CMDLINE_LINUX=\"xnet.ifnames=0\"\n")]));
+        assert!(!f(&[]));
     }
 
     #[test]

@@ -186,6 +186,8 @@ pub struct NpIface {
     pub gateway4: Option<String>,
     pub routes_via: Vec<String>,
     pub nameservers: Vec<String>,
+    /// `interfaces:` of a bridge or bond.
+    pub members: Vec<String>,
 }
 
 impl NpIface {
@@ -244,6 +246,10 @@ pub fn parse(content: &str) -> Netplan {
             continue;
         };
         for e in children(&lns, k) {
+            if lns[e].value.starts_with('{') {
+                // A flow-style entry: read from the document (add_flow_entries).
+                continue;
+            }
             let mut f = NpIface {
                 kind: kind.to_string(),
                 id: lns[e].key.clone().unwrap_or_default(),
@@ -296,6 +302,9 @@ pub fn parse(content: &str) -> Netplan {
                     }
                 }
             }
+            if let Some(a) = child(&lns, e, "interfaces") {
+                f.members = list(&lns, a).into_iter().map(|x| x.1).collect();
+            }
             if let Some(ns) = child(&lns, e, "nameservers") {
                 if let Some(a) = child(&lns, ns, "addresses") {
                     f.nameservers = list(&lns, a).into_iter().map(|x| x.1).collect();
@@ -304,7 +313,122 @@ pub fn parse(content: &str) -> Netplan {
             np.ifaces.push(f);
         }
     }
+    add_flow_entries(content, &mut np);
     np
+}
+
+/// Entries written in YAML flow style (`ethernets: {eth0: {dhcp4: true}}`, `network: {version: 2, ...}`),
+/// which the line reader does not see: read from the parsed document so that they count like block-style
+/// ones (a flow-style DHCP interface is not "no DHCP interface", a flow-style static one is reported).
+/// The line of such an entry is the first line naming its id. The editors leave flow style alone.
+fn add_flow_entries(content: &str, np: &mut Netplan) {
+    use serde_yaml::Value;
+    let Ok(doc) = serde_yaml::from_str::<Value>(content) else {
+        return;
+    };
+    let get = |v: &Value, k: &str| -> Option<Value> {
+        v.as_mapping()?
+            .iter()
+            .find(|(kk, _)| kk.as_str() == Some(k))
+            .map(|(_, v)| v.clone())
+    };
+    let scalar = |v: &Value| -> Option<String> {
+        match v {
+            Value::String(s) => Some(s.clone()),
+            Value::Bool(b) => Some(b.to_string()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        }
+    };
+    let scalars = |v: Option<Value>| -> Vec<String> {
+        match v {
+            Some(Value::Sequence(items)) => items.iter().filter_map(scalar).collect(),
+            Some(v) => scalar(&v).into_iter().collect(),
+            None => Vec::new(),
+        }
+    };
+    let Some(net) = get(&doc, "network") else {
+        return;
+    };
+    if np.renderer.is_none() {
+        np.renderer = get(&net, "renderer").as_ref().and_then(scalar);
+    }
+    let line_of = |id: &str| -> usize {
+        content
+            .lines()
+            .position(|l| {
+                let code = strip_comment(l);
+                [format!("{id}:"), format!("\"{id}\""), format!("'{id}'")]
+                    .iter()
+                    .any(|k| code.contains(k.as_str()))
+            })
+            .or_else(|| content.lines().position(|l| l.contains("network")))
+            .map_or(1, |i| i + 1)
+    };
+    for kind in ["ethernets", "bonds", "bridges", "vlans", "wifis"] {
+        let Some(Value::Mapping(entries)) = get(&net, kind) else {
+            continue;
+        };
+        for (id, cfg) in &entries {
+            let Some(id) = scalar(id) else {
+                continue;
+            };
+            let m = get(cfg, "match");
+            if let Some(f) = np.ifaces.iter_mut().find(|f| f.kind == kind && f.id == id) {
+                // A block-style entry with a flow-style `match: {macaddress: ...}`.
+                if f.match_mac.is_none() {
+                    let mac = m.as_ref().and_then(|m| get(m, "macaddress"));
+                    f.match_mac = mac.as_ref().and_then(scalar).map(|v| (f.line, v));
+                }
+                if f.match_name.is_none() {
+                    f.match_name = m
+                        .as_ref()
+                        .and_then(|m| get(m, "name"))
+                        .as_ref()
+                        .and_then(scalar);
+                }
+                continue;
+            }
+            let line = line_of(&id);
+            let at = |v: Option<String>| v.map(|v| (line, v));
+            let mut f = NpIface {
+                kind: kind.to_string(),
+                id: id.clone(),
+                line,
+                match_mac: at(m
+                    .as_ref()
+                    .and_then(|m| get(m, "macaddress"))
+                    .as_ref()
+                    .and_then(scalar)),
+                match_name: m
+                    .as_ref()
+                    .and_then(|m| get(m, "name"))
+                    .as_ref()
+                    .and_then(scalar),
+                set_name: at(get(cfg, "set-name").as_ref().and_then(scalar)),
+                set_mac: at(get(cfg, "macaddress").as_ref().and_then(scalar)),
+                dhcp4: get(cfg, "dhcp4")
+                    .as_ref()
+                    .and_then(scalar)
+                    .is_some_and(|v| truthy(&v)),
+                gateway4: get(cfg, "gateway4").as_ref().and_then(scalar),
+                ..Default::default()
+            };
+            f.addresses = scalars(get(cfg, "addresses"))
+                .into_iter()
+                .map(|a| (line, a))
+                .collect();
+            if let Some(Value::Sequence(routes)) = get(cfg, "routes") {
+                f.routes_via = routes
+                    .iter()
+                    .filter_map(|r| get(r, "via").as_ref().and_then(scalar))
+                    .collect();
+            }
+            f.nameservers = scalars(get(cfg, "nameservers").and_then(|n| get(&n, "addresses")));
+            f.members = scalars(get(cfg, "interfaces"));
+            np.ifaces.push(f);
+        }
+    }
 }
 
 /// Lines to drop / replace, then reassemble.
@@ -396,7 +520,8 @@ fn find_entry(lns: &[Ln], ids: &[String]) -> Option<usize> {
                     .as_ref()
                     .is_some_and(|k| ids.iter().any(|i| i == k))
                 {
-                    return Some(e);
+                    // A flow-style entry (`eth0: {...}`) is not edited line by line.
+                    return (!lns[e].value.starts_with('{')).then_some(e);
                 }
             }
         }
@@ -551,6 +676,64 @@ mod tests {
         let t = "network:\n  ethernets:\n    lan:\n      match:\n        driver: vmxnet3\n        macaddress: 00:0c:29:12:34:56\n      dhcp4: true\n";
         let out = unpin_mac(t, &["lan".into()], "eth0");
         assert_eq!(out, "network:\n  ethernets:\n    lan:\n      match:\n        driver: vmxnet3\n      dhcp4: true\n");
+    }
+
+    #[test]
+    fn flow_style_entries_are_read() {
+        // All flow style: the line reader saw no interface (a DHCP guest looked like it had none).
+        let np = parse("network: {version: 2, ethernets: {eth0: {dhcp4: true}}}\n");
+        assert_eq!(np.ifaces.len(), 1, "{:?}", np.ifaces);
+        let f = &np.ifaces[0];
+        assert_eq!((f.id.as_str(), f.line, f.dhcp4), ("eth0", 1, true));
+        assert_eq!(f.name(), Some("eth0"));
+        // Block style down to the entry, flow style below it.
+        let t = "# static\nnetwork:\n  version: 2\n  ethernets:\n    ens160: {addresses: [10.1.2.5/24], gateway4: 10.1.2.1, nameservers: {addresses: [10.1.2.53]}, dhcp4: no}\n    ens192: {match: {macaddress: '00:50:56:aa:bb:cc'}, set-name: eth1, dhcp4: yes}\n";
+        let np = parse(t);
+        assert_eq!(np.ifaces.len(), 2, "{:?}", np.ifaces);
+        let a = np.ifaces.iter().find(|f| f.id == "ens160").unwrap();
+        assert_eq!(a.line, 5);
+        assert!(a.is_static());
+        assert_eq!(a.addresses, vec![(5, "10.1.2.5/24".to_string())]);
+        assert_eq!(a.gateway4.as_deref(), Some("10.1.2.1"));
+        assert_eq!(a.nameservers, vec!["10.1.2.53"]);
+        let b = np.ifaces.iter().find(|f| f.id == "ens192").unwrap();
+        assert_eq!(b.match_mac, Some((6, "00:50:56:aa:bb:cc".to_string())));
+        assert_eq!(b.set_name, Some((6, "eth1".to_string())));
+        assert!(b.dhcp4);
+        // Block-style entries are not read twice; a flow-style match under one is read.
+        assert_eq!(parse(UBU).ifaces.len(), 1);
+        let np = parse("network:\n  ethernets:\n    eth0:\n      match: {macaddress: \"00:50:56:aa:bb:cc\"}\n      dhcp4: true\n");
+        assert_eq!(np.ifaces.len(), 1);
+        assert_eq!(
+            np.ifaces[0].match_mac,
+            Some((3, "00:50:56:aa:bb:cc".to_string()))
+        );
+        // The editors leave flow-style entries alone (a block key under a flow mapping is invalid YAML).
+        assert_eq!(to_dhcp(t, &["ens160".into()]), t);
+        assert_eq!(unpin_mac(t, &["ens192".into()], "eth0"), t);
+        assert_eq!(drop_entry_key(t, &["ens192".into()], "match"), t);
+        // Invalid YAML: only what the line reader found.
+        assert!(parse("network: {ethernets: {eth0: {dhcp4: true}\n")
+            .ifaces
+            .is_empty());
+    }
+
+    #[test]
+    fn bridge_and_bond_members() {
+        let np = parse("network:\n  version: 2\n  ethernets:\n    eth0: {}\n  bridges:\n    br0:\n      interfaces: [eth0]\n      dhcp4: true\n  bonds:\n    bond0:\n      interfaces:\n        - eth1\n        - eth2\n");
+        let m = |id: &str| {
+            np.ifaces
+                .iter()
+                .find(|f| f.id == id)
+                .unwrap()
+                .members
+                .clone()
+        };
+        assert_eq!(m("br0"), vec!["eth0"]);
+        assert_eq!(m("bond0"), vec!["eth1", "eth2"]);
+        let np =
+            parse("network: {version: 2, bridges: {br0: {interfaces: [eth0], dhcp4: true}}}\n");
+        assert_eq!(np.ifaces[0].members, vec!["eth0"]);
     }
 
     #[test]
