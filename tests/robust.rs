@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 mod common;
-use common::{findings, has_evidence, Guest};
+use common::{assert_findings, findings, has_evidence, Guest};
 
 // ---------------------------------------------------------------------------------------------------------
 // Corpus
@@ -860,11 +860,7 @@ fn net_ifnames_overridden_by_a_grub_d_file_is_not_taken_for_disabled() {
     g.write("/etc/default/grub", &grub);
     // net.ifnames=0 in /etc/default/grub: eth0 stays eth0, nothing to report.
     let (_, v) = g.audit_json(&[]);
-    assert!(
-        findings(&v, "network.interface-names").is_empty(),
-        "{:#}",
-        v["findings"]
-    );
+    assert_findings(&v, "network.interface-names", 0);
     // Ubuntu's cloud-image drop-in replaces GRUB_CMDLINE_LINUX_DEFAULT: the kernel gets no net.ifnames=0.
     g.write(
         "/etc/default/grub.d/50-cloudimg-settings.cfg",
@@ -1272,22 +1268,14 @@ fn dhcp_on_a_bridge_or_bond_over_eth0_is_dhcp_for_the_nic() {
         "auto lo\niface lo inet loopback\n\nauto br0\niface br0 inet dhcp\n    bridge_ports eth0\n    bridge_stp off\n    bridge_fd 0\n",
     );
     let (_, v) = g.audit_json(&[]);
-    assert!(
-        findings(&v, "network.no-primary-dhcp").is_empty(),
-        "{:#}",
-        v["findings"]
-    );
+    assert_findings(&v, "network.no-primary-dhcp", 0);
     // A static active-backup bond whose slave names its master: converted to DHCP, and that is enough.
     g.write(
         "/etc/network/interfaces",
         "auto lo\niface lo inet loopback\n\nauto bond0\niface bond0 inet static\n    address 10.0.0.5/24\n    gateway 10.0.0.1\n    bond-slaves none\n    bond-mode active-backup\n\nallow-hotplug eth0\niface eth0 inet manual\n    bond-master bond0\n",
     );
     let (_, v) = g.audit_json(&[]);
-    assert!(
-        findings(&v, "network.no-primary-dhcp").is_empty(),
-        "{:#}",
-        v["findings"]
-    );
+    assert_findings(&v, "network.no-primary-dhcp", 0);
     assert!(has_evidence(
         &v,
         "network.static-addressing",
@@ -1300,12 +1288,7 @@ fn dhcp_on_a_bridge_or_bond_over_eth0_is_dhcp_for_the_nic() {
         "auto lo\niface lo inet loopback\n\nauto br1\niface br1 inet dhcp\n    bridge_ports eth1\n",
     );
     let (_, v) = g.audit_json(&[]);
-    assert_eq!(
-        findings(&v, "network.no-primary-dhcp").len(),
-        1,
-        "{:#}",
-        v["findings"]
-    );
+    assert_findings(&v, "network.no-primary-dhcp", 1);
 }
 
 #[test]
@@ -1601,11 +1584,7 @@ fn networking_init_script_without_a_native_unit_is_enabled_by_its_rc_links() {
         .to_string_lossy()
         .ends_with("networking")));
     let (_, v) = g.audit_json(&[]);
-    assert!(
-        findings(&v, "network.no-primary-dhcp").is_empty(),
-        "{:#}",
-        v["findings"]
-    );
+    assert_findings(&v, "network.no-primary-dhcp", 0);
     // Without the rc link it is not started.
     for e in std::fs::read_dir(g.path("/etc/rcS.d")).unwrap() {
         let e = e.unwrap();
@@ -1614,12 +1593,7 @@ fn networking_init_script_without_a_native_unit_is_enabled_by_its_rc_links() {
         }
     }
     let (_, v) = g.audit_json(&[]);
-    assert_eq!(
-        findings(&v, "network.no-primary-dhcp").len(),
-        1,
-        "{:#}",
-        v["findings"]
-    );
+    assert_findings(&v, "network.no-primary-dhcp", 1);
 }
 
 #[test]
@@ -1628,22 +1602,13 @@ fn naming_policy_masked_by_the_default_link_keeps_kernel_names() {
     g.write("/etc/network/interfaces", ETH0_DHCP);
     // bookworm renames NICs: a configuration for eth0 needs kernel names.
     let (_, v) = g.audit_json(&[]);
-    assert_eq!(
-        findings(&v, "network.interface-names").len(),
-        1,
-        "{:#}",
-        v["findings"]
-    );
+    assert_findings(&v, "network.interface-names", 1);
     // Masking the default .link (udev's README.Debian) keeps kernel names as net.ifnames=0 does.
     std::fs::create_dir_all(g.path("/etc/systemd/network")).unwrap();
     std::os::unix::fs::symlink("/dev/null", g.path("/etc/systemd/network/99-default.link"))
         .unwrap();
     let (_, v) = g.audit_json(&[]);
-    assert!(
-        findings(&v, "network.interface-names").is_empty(),
-        "{:#}",
-        v["findings"]
-    );
+    assert_findings(&v, "network.interface-names", 0);
     // An own 99-default.link with content is not a mask.
     std::fs::remove_file(g.path("/etc/systemd/network/99-default.link")).unwrap();
     g.write(
@@ -1651,12 +1616,7 @@ fn naming_policy_masked_by_the_default_link_keeps_kernel_names() {
         "[Match]\nOriginalName=*\n\n[Link]\nNamePolicy=keep kernel database onboard slot path\n",
     );
     let (_, v) = g.audit_json(&[]);
-    assert_eq!(
-        findings(&v, "network.interface-names").len(),
-        1,
-        "{:#}",
-        v["findings"]
-    );
+    assert_findings(&v, "network.interface-names", 1);
 }
 
 #[test]
@@ -1716,14 +1676,6 @@ fn ubuntu_installer_and_vmware_cloud_init_leftovers() {
         "# to update this file, run dpkg-reconfigure cloud-init\ndatasource_list: [ Ec2, None ]\n",
     );
     let (_, v) = g.audit_json(&[]);
-    assert!(
-        findings(&v, "cloud-init.datasource").is_empty(),
-        "{:#}",
-        v["findings"]
-    );
-    assert!(
-        findings(&v, "cloud-init.installer-leftovers").is_empty(),
-        "{:#}",
-        v["findings"]
-    );
+    assert_findings(&v, "cloud-init.datasource", 0);
+    assert_findings(&v, "cloud-init.installer-leftovers", 0);
 }

@@ -227,6 +227,16 @@ pub fn findings<'a>(report: &'a serde_json::Value, id: &str) -> Vec<&'a serde_js
         .collect()
 }
 
+/// Assert that the report has exactly `n` findings with check id `id` (all findings shown when not).
+pub fn assert_findings(report: &serde_json::Value, id: &str, n: usize) {
+    assert_eq!(
+        findings(report, id).len(),
+        n,
+        "{id}: {:#}",
+        report["findings"]
+    );
+}
+
 /// Does the report have a finding `id` with evidence at `path` (and `line`, when given)?
 pub fn has_evidence(report: &serde_json::Value, id: &str, path: &str, line: Option<u64>) -> bool {
     findings(report, id).iter().any(|f| {
