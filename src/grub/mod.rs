@@ -701,15 +701,15 @@ fn has_serial(words: &str) -> bool {
 }
 
 /// An unterminated quote (or `$(`, backquote) runs to the end of the file in sh: a line appended after it
-/// would become part of that string, so the file is left for a human to correct.
-fn refuse_unterminated(parsed: &shell::Parsed) -> Result<()> {
+/// would become part of that string, so the file is left for a human to correct; `then` says what to do.
+pub(crate) fn refuse_unterminated(parsed: &shell::Parsed, then: &str) -> Result<()> {
     if let Some(b) = parsed
         .bad
         .iter()
         .find(|b| b.why.starts_with("unterminated"))
     {
         anyhow::bail!(
-            "line {} ({}) has an {}: sh reads the rest of the file as part of it; correct it by hand",
+            "line {} ({}) has an {}: sh reads the rest of the file as part of it; {then}",
             b.line,
             b.text,
             b.why
@@ -722,7 +722,7 @@ fn refuse_unterminated(parsed: &shell::Parsed) -> Result<()> {
 /// Idempotent.
 pub fn add_serial_console(content: &str) -> Result<String> {
     let parsed = shell::parse(content, &mut HashMap::new());
-    refuse_unterminated(&parsed)?;
+    refuse_unterminated(&parsed, "correct it by hand")?;
     match parsed.last("GRUB_CMDLINE_LINUX") {
         Some(a) => {
             if has_serial(&shell::eval(&a.raw, &HashMap::new())) {
@@ -752,7 +752,7 @@ fn has_serial_terminal(v: &str) -> bool {
 }
 
 /// Append `NAME="value"` as a new line, in the file's line-ending style.
-fn push_assignment(content: &mut String, name: &str, value: &str) {
+pub(crate) fn push_assignment(content: &mut String, name: &str, value: &str) {
     let nl = if content.contains("\r\n") {
         "\r\n"
     } else {
@@ -776,7 +776,7 @@ fn push_assignment(content: &mut String, name: &str, value: &str) {
 /// `GRUB_SERIAL_COMMAND` at 115200 baud when `add_command` (nothing else sets one). Idempotent.
 pub fn add_serial_terminal(content: &str, add_command: bool) -> Result<String> {
     let parsed = shell::parse(content, &mut HashMap::new());
-    refuse_unterminated(&parsed)?;
+    refuse_unterminated(&parsed, "correct it by hand")?;
     let mut out = content.to_string();
     match parsed.last("GRUB_TERMINAL") {
         Some(a) if has_serial_terminal(&shell::eval(&a.raw, &HashMap::new())) => {}

@@ -759,42 +759,22 @@ pub fn grub_set_ifnames(content: &str) -> Result<String> {
     // An unterminated quote runs to the end of the file in sh: whatever is edited or appended after it is
     // part of that string.
     let parsed = crate::grub::shell::parse(content, &mut Default::default());
-    if let Some(b) = parsed
-        .bad
-        .iter()
-        .find(|b| b.why.starts_with("unterminated"))
-    {
-        anyhow::bail!(
-            "{DEFAULT_GRUB} line {} ({}) has an {}: sh reads the rest of the file as part of it; correct it \
-             and add net.ifnames=0 biosdevname=0 by hand",
-            b.line,
-            b.text,
-            b.why
-        );
-    }
+    crate::grub::refuse_unterminated(
+        &parsed,
+        "correct it and add net.ifnames=0 biosdevname=0 by hand",
+    )
+    .map_err(|e| anyhow::anyhow!("{DEFAULT_GRUB} {e}"))?;
     let lines: Vec<&str> = content.split_inclusive('\n').collect();
     let idx = lines
         .iter()
         .rposition(|l| grub_assignment(l, "GRUB_CMDLINE_LINUX"));
     let Some(idx) = idx else {
         let mut out = content.to_string();
-        let eol = if content.contains("\r\n") {
-            "\r\n"
-        } else {
-            "\n"
-        };
-        if !out.is_empty() && !out.ends_with('\n') {
-            out.push_str(eol);
-        }
-        // A last line ending in `\` would continue onto the appended one.
-        let last = lines
-            .last()
-            .map_or("", |l| l.trim_end_matches(['\n', '\r']));
-        if (last.len() - last.trim_end_matches('\\').len()) % 2 == 1 {
-            out.push_str(eol);
-        }
-        out.push_str("GRUB_CMDLINE_LINUX=\"net.ifnames=0 biosdevname=0\"");
-        out.push_str(eol);
+        crate::grub::push_assignment(
+            &mut out,
+            "GRUB_CMDLINE_LINUX",
+            "net.ifnames=0 biosdevname=0",
+        );
         return Ok(out);
     };
     let line = lines[idx];
