@@ -111,6 +111,16 @@ impl Default for NetworkConfig {
     }
 }
 
+impl FixConfig {
+    /// The time limit of one command (`command_timeout`; 0 means none).
+    pub fn command_limit(&self) -> std::time::Duration {
+        match self.command_timeout {
+            0 => std::time::Duration::MAX,
+            s => std::time::Duration::from_secs(s),
+        }
+    }
+}
+
 impl Default for FixConfig {
     fn default() -> Self {
         FixConfig {

@@ -217,7 +217,7 @@ pub fn run_in_guest(
     root: &Root,
     argv: &[&str],
     stdin: Option<&str>,
-    timeout_secs: u64,
+    timeout: std::time::Duration,
 ) -> Result<String> {
     let mut full: Vec<String> = Vec::new();
     if !root.is_live() {
@@ -225,10 +225,6 @@ pub fn run_in_guest(
         full.push(root.base().display().to_string());
     }
     full.extend(argv.iter().map(|a| a.to_string()));
-    let timeout = match timeout_secs {
-        0 => std::time::Duration::MAX,
-        s => std::time::Duration::from_secs(s),
-    };
     let shown = argv.join(" ");
     let o = crate::fix::exec::run_with_input(None, &full, stdin, timeout)?;
     if !o.ok() {
@@ -811,7 +807,7 @@ pub fn cmd_firstboot(g: &Global) -> Result<i32> {
     let facts = crate::facts::Facts::gather(&root);
     let mut failed = false;
 
-    let limit = config.fix.command_timeout;
+    let limit = config.fix.command_limit();
     // 1. GRUB into the MBR of the new boot disk, and debconf told so.
     let grub: String = if !facts.installed("grub-pc") {
         "skipped: grub-pc is not installed".into()

@@ -874,10 +874,7 @@ pub fn execute(root: &Root, config: &Config, plan: &Plan, opts: &ExecOptions) ->
         backed_up: HashSet::new(),
         backups: Vec::new(),
         chroot,
-        command_timeout: match config.fix.command_timeout {
-            0 => std::time::Duration::MAX,
-            s => std::time::Duration::from_secs(s),
-        },
+        command_timeout: config.fix.command_limit(),
         report,
     };
     let res = forward(&mut run, plan);
