@@ -113,10 +113,11 @@ pub fn image_spec(
 /// A connection cut at the same point of the body twice in a row is a limit on the server's side, not a
 /// network fault: Glance answers an image above `image_size_cap` (or the storage quota) with HTTP 413
 /// and closes the connection while the client is still sending, so the client sees only a broken pipe.
-/// Retrying would send the same bytes again to be cut at the same place.
-fn same_cut(prev: Option<u64>, why: &str, sent: u64) -> Option<anyhow::Error> {
+/// Retrying would send the same bytes again to be cut at the same place. `lost`: this attempt failed
+/// with the connection lost (a transport error), `why` says how.
+fn same_cut(prev: Option<u64>, lost: bool, why: &str, sent: u64) -> Option<anyhow::Error> {
     let prev = prev?;
-    if !why.starts_with("connection lost") {
+    if !lost {
         return None;
     }
     let slack = (16u64 << 20).max(prev / 50);
@@ -374,23 +375,26 @@ fn run(g: &Global, a: &UploadArgs) -> Result<i32> {
                 result = Some((cur, d));
                 break;
             }
-            Err(source::AttemptError::Put(e, sent)) => match classify_put(e, &src.size_hint()) {
-                Failure::Retry(m) if src.rerunnable() => {
-                    if let Some(e) = same_cut(cut, &m, sent) {
-                        return Err(give_up(&gl, id.as_deref(), e));
+            Err(source::AttemptError::Put(e, sent)) => {
+                let lost = matches!(e, HttpError::Transport(_));
+                match classify_put(e, &src.size_hint()) {
+                    Failure::Retry(m) if src.rerunnable() => {
+                        if let Some(e) = same_cut(cut, lost, &m, sent) {
+                            return Err(give_up(&gl, id.as_deref(), e));
+                        }
+                        cut = lost.then_some(sent);
+                        last = m;
                     }
-                    cut = m.starts_with("connection lost").then_some(sent);
-                    last = m;
+                    Failure::Retry(m) => {
+                        return Err(give_up(
+                            &gl,
+                            id.as_deref(),
+                            anyhow!("{m} (the source cannot be read again)"),
+                        ))
+                    }
+                    Failure::Fatal(e) => return Err(give_up(&gl, id.as_deref(), e)),
                 }
-                Failure::Retry(m) => {
-                    return Err(give_up(
-                        &gl,
-                        id.as_deref(),
-                        anyhow!("{m} (the source cannot be read again)"),
-                    ))
-                }
-                Failure::Fatal(e) => return Err(give_up(&gl, id.as_deref(), e)),
-            },
+            }
             Err(source::AttemptError::Source(e)) => return Err(give_up(&gl, id.as_deref(), e)),
         }
     }
@@ -483,9 +487,9 @@ mod tests {
         let lost = "connection lost: PUT http://x/v2/images/1/file: Broken pipe (os error 32)";
         let mib = 1u64 << 20;
         // First cut: nothing to compare with yet.
-        assert!(same_cut(None, lost, 512 * mib).is_none());
+        assert!(same_cut(None, true, lost, 512 * mib).is_none());
         // Same place (within the socket buffers' slack): a limit, said so.
-        let e = same_cut(Some(512 * mib), lost, 515 * mib)
+        let e = same_cut(Some(512 * mib), true, lost, 515 * mib)
             .unwrap()
             .to_string();
         assert!(
@@ -493,10 +497,11 @@ mod tests {
             "{e}"
         );
         // Elsewhere: a flaky network, retried.
-        assert!(same_cut(Some(512 * mib), lost, 300 * mib).is_none());
+        assert!(same_cut(Some(512 * mib), true, lost, 300 * mib).is_none());
         // Not a cut connection (a 503): retried as before.
         assert!(same_cut(
             Some(512 * mib),
+            false,
             "the image service failed (HTTP 503: x)",
             512 * mib
         )
