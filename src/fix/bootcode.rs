@@ -135,8 +135,11 @@ impl Disk {
 }
 
 /// The disk a BIOS `grub-install` argv writes to: its last argument naming a device, unless the target
-/// is not BIOS (`--target=x86_64-efi`, ...).
+/// is not BIOS (`--target=x86_64-efi`, ...) or the command is not grub-install.
 pub fn install_device(argv: &[String]) -> Option<String> {
+    if argv.first().and_then(|p| p.rsplit('/').next()) != Some("grub-install") {
+        return None;
+    }
     if argv
         .iter()
         .any(|a| a.starts_with("--target=") && a != "--target=i386-pc")
@@ -250,5 +253,10 @@ mod tests {
             None
         );
         assert_eq!(install_device(&a(&["grub-install"])), None);
+        assert_eq!(
+            install_device(&a(&["/usr/sbin/grub-install", "/dev/sda"])),
+            Some("/dev/sda".into())
+        );
+        assert_eq!(install_device(&a(&["update-grub", "/dev/sda"])), None);
     }
 }

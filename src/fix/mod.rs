@@ -708,7 +708,7 @@ impl Run<'_> {
             watched.push((canon, t.recursive, entries));
         }
         let (mut reversible, mut note) = (eff.reversible, eff.note.to_string());
-        if let Some(dev) = bootcode::install_device(&c.argv).filter(|_| is_grub_install(&c.argv)) {
+        if let Some(dev) = bootcode::install_device(&c.argv) {
             match self.save_bootcode(&dev, idx) {
                 Ok(()) => {
                     reversible = true;
@@ -1027,11 +1027,6 @@ fn restore(root: &Root, run_dir: &std::path::Path, e: &Entry) -> Result<()> {
 /// Roll back the run in `dir`: restore every backup (newest first, so the oldest copy wins), remove what
 /// commands added to the watched trees, remove the directories the run created, and mark the run rolled
 /// back.
-fn is_grub_install(argv: &[String]) -> bool {
-    argv.first()
-        .is_some_and(|p| p.rsplit('/').next() == Some("grub-install"))
-}
-
 /// Write saved boot code back. `Ok(Some(reason))` when it is left alone on purpose.
 fn restore_bootcode(dir: &std::path::Path, e: &Entry) -> Result<Option<String>> {
     let Entry::BootCode {
