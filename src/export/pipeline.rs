@@ -248,32 +248,13 @@ fn read_chunk(
     data.resize(padded, 0);
     data[len..].fill(0);
     let mut free_mask = vec![0u64; CHUNK / SECTOR as usize / 64];
-    let mut pos = offset;
-    let mut read = 0u64;
     let mut freeb = 0u64;
-    let do_read = |from: u64, to: u64, data: &mut [u8]| -> Result<u64> {
-        if from < to {
-            dev.read_exact_at(
-                &mut data[(from - offset) as usize..(to - offset) as usize],
-                from,
-            )?;
-        }
-        Ok(to.saturating_sub(from))
-    };
-    for &(s, e) in free.iter() {
-        let (s, e) = (s.max(offset), e.min(end));
-        if s >= e {
-            continue;
-        }
-        read += do_read(pos, s, &mut data)?;
-        data[(s - offset) as usize..(e - offset) as usize].fill(0);
+    let read = fill(dev, offset, &mut data[..len], free, |s, e| {
         for sct in ((s - offset) / SECTOR)..((e - offset).div_ceil(SECTOR)) {
             free_mask[(sct / 64) as usize] |= 1 << (sct % 64);
         }
         freeb += e - s;
-        pos = e;
-    }
-    read += do_read(pos, end, &mut data)?;
+    })?;
     Ok(Chunk {
         seq,
         offset,
@@ -286,6 +267,42 @@ fn read_chunk(
     })
 }
 
+/// Fill `data` with the guest bytes from `offset` on: ranges in `free` (absolute, sorted; clipped here)
+/// are zeroed and not read, and each clipped range is passed to `on_free`. Returns the bytes read.
+fn fill(
+    dev: &dyn ReadAt,
+    offset: u64,
+    data: &mut [u8],
+    free: &[(u64, u64)],
+    mut on_free: impl FnMut(u64, u64),
+) -> Result<u64> {
+    let end = offset + data.len() as u64;
+    let mut pos = offset;
+    let mut read = 0u64;
+    let mut do_read = |from: u64, to: u64, data: &mut [u8]| -> Result<()> {
+        if from < to {
+            dev.read_exact_at(
+                &mut data[(from - offset) as usize..(to - offset) as usize],
+                from,
+            )?;
+            read += to - from;
+        }
+        Ok(())
+    };
+    for &(s, e) in free {
+        let (s, e) = (s.max(offset), e.min(end));
+        if s >= e {
+            continue;
+        }
+        do_read(pos, s, data)?;
+        data[(s - offset) as usize..(e - offset) as usize].fill(0);
+        on_free(s, e);
+        pos = e;
+    }
+    do_read(pos, end, data)?;
+    Ok(read)
+}
+
 /// What the hasher gets for a chunk: the chunk itself (its buffer is kept until hashed), or, when the
 /// source cannot change during the copy, only where to read it again (so the reader's buffers go back to
 /// the pool as soon as the writer is done, and the hasher can lag behind by the whole window).
@@ -294,7 +311,7 @@ enum ToHash {
     Reread {
         offset: u64,
         len: usize,
-        /// Known-free ranges inside the chunk (absolute offsets, sorted): zeros, not read.
+        /// Known-free ranges around the chunk (absolute offsets, sorted): zeros, not read.
         free: Vec<(u64, u64)>,
     },
 }
@@ -460,15 +477,10 @@ pub fn run(
             let c = Arc::new(c);
             if hash {
                 let m = if stable && !c.all_free() {
-                    let end = c.offset + c.len as u64;
                     ToHash::Reread {
                         offset: c.offset,
                         len: c.len,
-                        free: free
-                            .iter()
-                            .map(|&(s, e)| (s.max(c.offset), e.min(end)))
-                            .filter(|(s, e)| s < e)
-                            .collect(),
+                        free: free.clone(),
                     }
                 } else {
                     ToHash::Held(c.clone())
@@ -556,26 +568,9 @@ fn hasher(rx: Receiver<ToHash>, dev: &dyn ReadAt) -> Result<(String, Duration, D
             ToHash::Held(c) => h.update(&c.data()[..c.len]),
             ToHash::Reread { offset, len, free } => {
                 let b = &mut buf[..len];
-                let end = offset + len as u64;
-                let mut pos = offset;
-                let read = |from: u64, to: u64, b: &mut [u8]| -> Result<()> {
-                    if from < to {
-                        dev.read_exact_at(
-                            &mut b[(from - offset) as usize..(to - offset) as usize],
-                            from,
-                        )
-                        .with_context(|| {
-                            format!("reading the source again at byte {from} for the digest")
-                        })?;
-                    }
-                    Ok(())
-                };
-                for (s, e) in free {
-                    read(pos, s, b)?;
-                    b[(s - offset) as usize..(e - offset) as usize].fill(0);
-                    pos = e;
-                }
-                read(pos, end, b)?;
+                fill(dev, offset, b, &free, |_, _| {}).with_context(|| {
+                    format!("reading the source again at byte {offset} for the digest")
+                })?;
                 h.update(&*b);
             }
         }
