@@ -4,10 +4,12 @@
 //! rewriter that has nothing to do returns its input unchanged; the lines a rewriter has no business with
 //! survive byte-identical and in order.
 
+use cloudprep::checks::boot::{grub, initramfs};
+use cloudprep::checks::network::{self as network, firewall, udev};
+use cloudprep::checks::storage::{self as storage, fstab};
+use cloudprep::checks::{cloud_init, platform};
 use cloudprep::config::NamingPolicy;
-use cloudprep::{
-    cloud_init, facts, firewall, fstab, grub, initramfs, network, platform, storage, udev,
-};
+use cloudprep::guest::facts;
 use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 

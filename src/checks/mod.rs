@@ -3,8 +3,8 @@
 //! `audit` (as a dry run) and `fix` use.
 
 use crate::config::Config;
-use crate::facts::Facts;
-use crate::root::Root;
+use crate::guest::facts::Facts;
+use crate::guest::root::Root;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::sync::Arc;
@@ -354,15 +354,37 @@ pub struct Check {
 #[macro_export]
 macro_rules! check {
     ($id:expr, $title:expr, $area:ident, $sev:ident, $fixable:expr, $run:expr) => {
-        $crate::check::Check {
-            info: $crate::check::CheckInfo {
+        $crate::checks::Check {
+            info: $crate::checks::CheckInfo {
                 id: $id,
                 title: $title,
-                area: $crate::check::Area::$area,
-                severity: $crate::check::Severity::$sev,
+                area: $crate::checks::Area::$area,
+                severity: $crate::checks::Severity::$sev,
                 fixable: $fixable,
             },
             run: $run,
         }
     };
+}
+
+// The areas of the report, one folder each (declared after `check!`, which they use).
+pub mod boot;
+pub mod cloud_init;
+pub mod network;
+pub mod platform;
+pub mod storage;
+
+/// Every check cloudprep knows, in report order.
+pub fn all_checks() -> Vec<Check> {
+    let mut v = Vec::new();
+    v.extend(boot::grub::checks());
+    v.extend(boot::initramfs::checks());
+    v.extend(storage::fstab::checks());
+    v.extend(storage::checks());
+    v.extend(network::udev::checks());
+    v.extend(network::checks());
+    v.extend(network::firewall::checks());
+    v.extend(cloud_init::checks());
+    v.extend(platform::checks());
+    v
 }

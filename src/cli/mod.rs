@@ -1,13 +1,21 @@
-//! Command-line interface: argument structs (clap derive) and dispatch. Exit codes follow the audit:
-//! 0 ready, 1 warnings only, 2 at least one blocker, 3 cloudprep itself could not run.
+//! Command-line interface: the argument structs (clap derive), dispatch, and one thin handler per command
+//! (`audit`, `fix`, `export`, `upload`, `lifecycle`) that turns arguments into the library's own option
+//! structs, prints, and maps the outcome to an exit code. Exit codes follow the audit: 0 ready, 1 warnings
+//! only, 2 at least one blocker, 3 cloudprep itself could not run. Nothing outside this module imports it.
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+mod audit;
+mod export;
+mod fix;
+mod lifecycle;
+mod man;
+mod upload;
+
+pub use crate::exit::{EXIT_BLOCKERS, EXIT_FAILURE, EXIT_OK, EXIT_WARNINGS};
+pub use crate::export::{Compression, Consistency, Digest, ImageFormat};
+pub use crate::report::{ColorChoice, Format};
+pub use crate::upload::Visibility;
+use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
-
-pub const EXIT_OK: i32 = 0;
-pub const EXIT_WARNINGS: i32 = 1;
-pub const EXIT_BLOCKERS: i32 = 2;
-pub const EXIT_FAILURE: i32 = 3;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -41,19 +49,6 @@ pub struct Global {
     /// When to use colour in text output.
     #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
     pub color: ColorChoice,
-}
-
-#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ColorChoice {
-    Auto,
-    Always,
-    Never,
-}
-
-#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    Text,
-    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -140,32 +135,6 @@ pub struct RunsArgs {
     pub format: Format,
 }
 
-#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ImageFormat {
-    Raw,
-    Qcow2,
-}
-
-#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
-    None,
-    Zlib,
-    Zstd,
-}
-
-#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Digest {
-    Sha256,
-    None,
-}
-
-#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Consistency {
-    Freeze,
-    Readonly,
-    None,
-}
-
 #[derive(Args, Debug, Clone)]
 pub struct ExportArgs {
     /// `auto` (the disk holding /), a block device, or an image file.
@@ -195,12 +164,6 @@ pub struct ExportArgs {
     /// Output file, or `-` for standard output (raw, or qcow2 after an allocation pass).
     #[arg(long, short)]
     pub output: String,
-}
-
-#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Visibility {
-    Private,
-    Shared,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -263,18 +226,18 @@ pub fn main() -> i32 {
     };
     crate::logging::init(cli.global.verbose);
     let r = match &cli.command {
-        Command::Audit(a) => crate::report::cmd_audit(&cli.global, a),
-        Command::Checks(a) => crate::report::cmd_checks(a),
-        Command::Fix(a) => crate::fix::cmd_fix(&cli.global, a),
-        Command::Rollback(a) => crate::fix::cmd_rollback(&cli.global, a),
-        Command::Runs(a) => crate::fix::cmd_runs(&cli.global, a),
-        Command::Export(a) => crate::export::cmd_export(&cli.global, a),
-        Command::Upload(a) => crate::upload::cmd_upload(&cli.global, a),
-        Command::Arm(a) => crate::lifecycle::cmd_arm(&cli.global, a),
-        Command::Disarm => crate::lifecycle::cmd_disarm(&cli.global),
-        Command::Premigrate(a) => crate::lifecycle::cmd_premigrate(&cli.global, a),
-        Command::Firstboot => crate::lifecycle::cmd_firstboot(&cli.global),
-        Command::Man => crate::lifecycle::cmd_man(),
+        Command::Audit(a) => audit::audit(&cli.global, a),
+        Command::Checks(a) => audit::checks(a),
+        Command::Fix(a) => fix::fix(&cli.global, a),
+        Command::Rollback(a) => fix::rollback(&cli.global, a),
+        Command::Runs(a) => fix::runs(&cli.global, a),
+        Command::Export(a) => export::export(&cli.global, a),
+        Command::Upload(a) => upload::upload(&cli.global, a),
+        Command::Arm(a) => lifecycle::arm(&cli.global, a),
+        Command::Disarm => lifecycle::disarm(&cli.global),
+        Command::Premigrate(a) => lifecycle::premigrate(&cli.global, a),
+        Command::Firstboot => lifecycle::firstboot(&cli.global),
+        Command::Man => lifecycle::man(),
     };
     match r {
         Ok(code) => code,
@@ -282,6 +245,25 @@ pub fn main() -> i32 {
             // The logger prints errors on stderr (and to syslog when it listens): once.
             log::error!("{e:#}");
             EXIT_FAILURE
+        }
+    }
+}
+
+impl Global {
+    /// The guest this command works on, as the library takes it.
+    pub fn target(&self) -> crate::guest::Target {
+        crate::guest::Target {
+            root: self.root.clone(),
+            config: self.config.clone(),
+        }
+    }
+}
+
+impl SelectArgs {
+    pub fn selection(&self) -> crate::audit::Selection {
+        crate::audit::Selection {
+            only: self.only.clone(),
+            skip: self.skip.clone(),
         }
     }
 }

@@ -14,10 +14,12 @@ pub mod journal;
 pub mod validate;
 
 use crate::audit::{self, apply_edits, Plan, PlannedFile, Selection};
-use crate::check::{EditOp, Phase, PlannedCommand, Severity, Status};
-use crate::cli::{FixArgs, Format, Global, RollbackArgs, RunsArgs, EXIT_BLOCKERS, EXIT_FAILURE};
+use crate::checks::{EditOp, Phase, PlannedCommand, Severity, Status};
 use crate::config::Config;
-use crate::root::Root;
+use crate::exit::{EXIT_BLOCKERS, EXIT_FAILURE};
+use crate::guest::root::Root;
+use crate::guest::Target;
+use crate::report::Format;
 use anyhow::{bail, Context, Result};
 use atomic::{split, Dir, Existing};
 use journal::{Entry, Journal, Kind, Meta, RunInfo, RunState, RUNS_DIR};
@@ -30,7 +32,7 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, Default)]
 pub struct ExecOptions {
     /// Filesystems of the guest with their ids (from the facts), for `/dev/disk/by-*` links in the chroot.
-    pub filesystems: Vec<crate::facts::Filesystem>,
+    pub filesystems: Vec<crate::guest::facts::Filesystem>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -544,7 +546,7 @@ impl Run<'_> {
         let (exists, content, meta) = match existing {
             Existing::File { bytes, meta } => (
                 true,
-                crate::root::text_from_bytes(bytes)
+                crate::guest::root::text_from_bytes(bytes)
                     .with_context(|| format!("reading {}", root.display(&r.guest)))?,
                 Some(meta),
             ),
@@ -615,8 +617,8 @@ impl Run<'_> {
                     .edits
                     .iter()
                     .map(|e| e.validator)
-                    .find(|v| *v != crate::check::Validator::None)
-                    .unwrap_or(crate::check::Validator::None);
+                    .find(|v| *v != crate::checks::Validator::None)
+                    .unwrap_or(crate::checks::Validator::None);
                 let vname = validate::name(validator).to_string();
                 let verdict = validate::validate(
                     validator,
@@ -1284,7 +1286,7 @@ fn render_report(r: &RunReport) -> String {
     s
 }
 
-fn render_rollback(r: &RollbackReport) -> String {
+pub fn render_rollback(r: &RollbackReport) -> String {
     let mut s = format!("rolled back run {} ({})\n", r.run_id, r.reason);
     for p in &r.restored {
         s.push_str(&format!("  restored {p}\n"));
@@ -1345,13 +1347,24 @@ pub fn apply_and_reaudit(
     Ok((report, after, still))
 }
 
-pub fn cmd_fix(g: &Global, a: &FixArgs) -> Result<i32> {
+/// What `cloudprep fix` is asked to do.
+#[derive(Debug, Clone)]
+pub struct FixOptions {
+    /// Print the plan and change nothing.
+    pub dry_run: bool,
+    /// Apply without asking.
+    pub yes: bool,
+    /// Format of the final summary.
+    pub format: Format,
+    pub select: Selection,
+}
+
+/// The `fix` command: recover interrupted runs, audit, show the plan, ask (on a terminal, without `yes`),
+/// apply, audit again. Returns the exit code.
+pub fn run(target: &Target, a: &FixOptions) -> Result<i32> {
     // An unreadable root or config is an error of the command: exit 3, reported once by cli::main.
-    let (root, config) = crate::report::open(g)?;
-    let sel = Selection {
-        only: a.select.only.clone(),
-        skip: a.select.skip.clone(),
-    };
+    let (root, config) = target.open()?;
+    let sel = a.select.clone();
     let interactive = !a.yes && std::io::stdin().is_terminal();
     let may_change = !a.dry_run && (a.yes || interactive);
     if may_change {
@@ -1438,59 +1451,6 @@ pub fn cmd_fix(g: &Global, a: &FixArgs) -> Result<i32> {
     })
 }
 
-pub fn cmd_rollback(g: &Global, a: &RollbackArgs) -> Result<i32> {
-    let root = match Root::new(&g.root) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("cloudprep: error: {e:#}");
-            return Ok(EXIT_FAILURE);
-        }
-    };
-    let (recovered, rep) = rollback(&root, a.run_id.as_deref())?;
-    let mut errors = 0;
-    for r in recovered.iter().chain(rep.iter()) {
-        print!("{}", render_rollback(r));
-        errors += r.errors.len();
-    }
-    if recovered.is_empty() && rep.is_none() {
-        println!("nothing to roll back");
-    }
-    Ok(if errors > 0 { EXIT_BLOCKERS } else { 0 })
-}
-
-pub fn cmd_runs(g: &Global, a: &RunsArgs) -> Result<i32> {
-    let root = match Root::new(&g.root) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("cloudprep: error: {e:#}");
-            return Ok(EXIT_FAILURE);
-        }
-    };
-    let runs = list_runs(&root)?;
-    let out = match a.format {
-        Format::Json => serde_json::to_string_pretty(&runs)? + "\n",
-        Format::Text => {
-            let mut s = format!(
-                "{:<26} {:<21} {:<13} {:>5} {:>8}\n",
-                "ID", "TIME", "STATE", "FILES", "COMMANDS"
-            );
-            for r in &runs {
-                s.push_str(&format!(
-                    "{:<26} {:<21} {:<13} {:>5} {:>8}\n",
-                    r.id,
-                    r.time,
-                    r.state.as_str(),
-                    r.files.len(),
-                    r.commands.len()
-                ));
-            }
-            s
-        }
-    };
-    crate::report::emit(None, &out)?;
-    Ok(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1528,18 +1488,18 @@ mod tests {
         std::fs::create_dir(root_dir.path().join("etc")).unwrap();
         std::fs::write(root_dir.path().join("etc/x"), "a\n").unwrap();
         let root = Root::new(root_dir.path()).unwrap();
-        let info = crate::check::CheckInfo {
+        let info = crate::checks::CheckInfo {
             id: "t.x",
             title: "t",
-            area: crate::check::Area::Boot,
+            area: crate::checks::Area::Boot,
             severity: Severity::Warning,
             fixable: true,
         };
-        let f = crate::check::Finding::new(&info, "m").fix(
-            crate::check::Fix::default()
-                .edit(crate::check::FileEdit::rewrite(
+        let f = crate::checks::Finding::new(&info, "m").fix(
+            crate::checks::Fix::default()
+                .edit(crate::checks::FileEdit::rewrite(
                     "/etc/x",
-                    crate::check::Validator::None,
+                    crate::checks::Validator::None,
                     |s| Ok(s.replace('a', "b")),
                 ))
                 .command(PlannedCommand::new(

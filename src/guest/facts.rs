@@ -1,8 +1,8 @@
 //! Facts about the guest, gathered once before the checks run. Live-only facts (interfaces, CPU, RAM) are
 //! `None` ("unavailable") under `--root` on an offline image rather than taken from the host.
 
-use crate::dpkg::{self, Package};
-use crate::root::Root;
+use crate::guest::dpkg::{self, Package};
+use crate::guest::root::Root;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -179,8 +179,8 @@ impl Facts {
             f.kernel_cmdline = std::fs::read_to_string("/proc/cmdline")
                 .ok()
                 .map(|s| s.trim().to_string());
-            f.interfaces = Some(crate::netfacts::interfaces());
-            f.routes = Some(crate::netfacts::routes());
+            f.interfaces = Some(crate::guest::netfacts::interfaces());
+            f.routes = Some(crate::guest::netfacts::routes());
         } else {
             for k in ["cpus", "memory", "interfaces", "routes", "kernel_cmdline"] {
                 f.unavailable.insert(
@@ -189,7 +189,7 @@ impl Facts {
                 );
             }
         }
-        let (disks, filesystems, root_device) = crate::probe::gather(root, &f.mounts);
+        let (disks, filesystems, root_device) = crate::guest::probe::gather(root, &f.mounts);
         f.disks = disks;
         f.filesystems = filesystems;
         f.root_device = root_device;

@@ -2,7 +2,7 @@
 //! operator loses them after the migration. Only called on a live root. Read-only: /sys, /proc and
 //! getifaddrs(3); nothing is sent on the network.
 
-use crate::facts::{Interface, Route};
+use crate::guest::facts::{Interface, Route};
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
 

@@ -4,8 +4,8 @@
 //! The superblock and partition-table parsers are pure functions over the first [`PROBE_BYTES`] bytes of a
 //! device; [`gather`] walks `/sys/class/block` and reads the device nodes.
 
-use crate::facts::{Disk, Filesystem, Mount};
-use crate::root::Root;
+use crate::guest::facts::{Disk, Filesystem, Mount};
+use crate::guest::root::Root;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};

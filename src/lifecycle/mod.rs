@@ -15,12 +15,13 @@
 //! hypervisor's tools, audits, writes /var/lib/cloudprep/firstboot-report.json and disarms itself.
 
 use crate::audit::{self, Selection};
-use crate::cli::{
-    ArmArgs, Compression, Consistency, ExportArgs, FixArgs, Format, Global, ImageFormat,
-    PremigrateArgs, EXIT_FAILURE, EXIT_OK,
-};
 use crate::config::{Config, ExportConfig};
-use crate::root::Root;
+use crate::exit::{EXIT_FAILURE, EXIT_OK};
+use crate::export::{Compression, Consistency, Digest, ExportOptions, ImageFormat};
+use crate::fix::FixOptions;
+use crate::guest::root::Root;
+use crate::guest::Target;
+use crate::report::Format;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::ValueEnum;
 use serde::{Deserialize, Serialize};
@@ -103,7 +104,7 @@ impl ArmState {
 }
 
 /// Turn the `[export]` settings into the arguments of `cloudprep export` (None: no export configured).
-pub fn export_args(e: &ExportConfig) -> Result<Option<ExportArgs>> {
+pub fn export_args(e: &ExportConfig) -> Result<Option<ExportOptions>> {
     if !e.enabled {
         return Ok(None);
     }
@@ -130,7 +131,7 @@ pub fn export_args(e: &ExportConfig) -> Result<Option<ExportArgs>> {
             e.consistency
         )
     })?;
-    Ok(Some(ExportArgs {
+    Ok(Some(ExportOptions {
         source: "auto".into(),
         format,
         compress,
@@ -138,7 +139,7 @@ pub fn export_args(e: &ExportConfig) -> Result<Option<ExportArgs>> {
         threads: None,
         verify: false,
         no_fs_skip: false,
-        digest: crate::cli::Digest::Sha256,
+        digest: Digest::Sha256,
         output: e.output.clone(),
     }))
 }
@@ -286,9 +287,16 @@ pub const TIMEOUT_DROPIN_TEXT: &str = "# Written by `cloudprep arm`, removed by 
 // ---------------------------------------------------------------------------------------------------
 // arm / disarm
 
-pub fn cmd_arm(g: &Global, a: &ArmArgs) -> Result<i32> {
-    let root = Root::new(&g.root)?;
-    let config = Config::load(&root, g.config.as_deref())?;
+/// What `cloudprep arm` is asked to do.
+#[derive(Debug, Clone, Default)]
+pub struct ArmOptions {
+    /// Export the disk to this file or device during the pre-migration shutdown.
+    pub export: Option<String>,
+    pub format: Option<ImageFormat>,
+}
+
+pub fn arm(target: &Target, a: &ArmOptions) -> Result<i32> {
+    let (root, config) = target.open()?;
     let state = ArmState {
         armed_at: now(),
         export_output: a.export.clone(),
@@ -358,8 +366,8 @@ pub fn cmd_arm(g: &Global, a: &ArmArgs) -> Result<i32> {
     Ok(EXIT_OK)
 }
 
-pub fn cmd_disarm(g: &Global) -> Result<i32> {
-    let root = Root::new(&g.root)?;
+pub fn disarm(target: &Target) -> Result<i32> {
+    let root = Root::new(&target.root)?;
     let was = disarm_premigrate(&root)?;
     if systemd_running(&root) {
         // Safe: the marker is gone and the system is not shutting down, so ExecStop= does nothing.
@@ -498,8 +506,10 @@ pub struct PremigrateSummary {
     pub export: String,
 }
 
-pub fn cmd_premigrate(g: &Global, a: &PremigrateArgs) -> Result<i32> {
-    let root = Root::new(&g.root)?;
+/// `cloudprep premigrate`: the guarded entry of the unit's ExecStop= (or a manual run); `poweroff`: power
+/// the machine off at the end.
+pub fn premigrate_cmd(target: &Target, poweroff: bool) -> Result<i32> {
+    let root = Root::new(&target.root)?;
     let from_unit = std::env::var_os(INVOKED_BY_ENV).is_some();
     if from_unit {
         let state =
@@ -512,8 +522,8 @@ pub fn cmd_premigrate(g: &Global, a: &PremigrateArgs) -> Result<i32> {
             return Ok(EXIT_OK);
         }
     }
-    let code = premigrate(g, &root)?;
-    if a.poweroff && root.is_live() {
+    let code = premigrate(target, &root)?;
+    if poweroff && root.is_live() {
         println!("cloudprep premigrate: powering off");
         systemctl(&["poweroff"])?;
     }
@@ -521,8 +531,8 @@ pub fn cmd_premigrate(g: &Global, a: &PremigrateArgs) -> Result<i32> {
 }
 
 /// The sequence itself (guards are the caller's).
-pub fn premigrate(g: &Global, root: &Root) -> Result<i32> {
-    let config = Config::load(root, g.config.as_deref())?;
+pub fn premigrate(target: &Target, root: &Root) -> Result<i32> {
+    let config = Config::load(root, target.config.as_deref())?;
     let arm = match root.read_text(PREMIGRATE_MARKER)? {
         Some(t) => ArmState::parse(&t)
             .with_context(|| format!("parsing {}", root.display(PREMIGRATE_MARKER)))?,
@@ -545,9 +555,9 @@ pub fn premigrate(g: &Global, root: &Root) -> Result<i32> {
     drop(before);
 
     println!("cloudprep premigrate: fix --yes");
-    let fix = crate::fix::cmd_fix(
-        g,
-        &FixArgs {
+    let fix = crate::fix::run(
+        target,
+        &FixOptions {
             dry_run: false,
             yes: true,
             format: Format::Text,
@@ -633,7 +643,7 @@ pub fn premigrate(g: &Global, root: &Root) -> Result<i32> {
             .stdin(Stdio::null())
             .status();
         nix::unistd::sync();
-        match crate::export::cmd_export(g, &ea) {
+        match crate::export::run(&target.root, &ea) {
             Ok(c) => {
                 println!("cloudprep premigrate: export finished (exit {c})");
                 rc = rc.max(c);
@@ -702,7 +712,7 @@ fn disks_of_path(sys: &Path, dev: &Path, out: &mut Vec<String>, depth: usize) ->
 pub fn boot_disks_live(root_prefix: &str) -> Result<Vec<String>> {
     let text =
         std::fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
-    let mounts = crate::facts::parse_mountinfo(&text);
+    let mounts = crate::guest::facts::parse_mountinfo(&text);
     let find = |t: &str| mounts.iter().rev().find(|m| m.target == t).cloned();
     let boot = if root_prefix == "/" {
         find("/boot").or_else(|| find("/"))
@@ -783,8 +793,8 @@ pub fn marker_source_uuid(marker: &str) -> Option<String> {
     })
 }
 
-pub fn cmd_firstboot(g: &Global) -> Result<i32> {
-    let root = Root::new(&g.root)?;
+pub fn firstboot(target: &Target) -> Result<i32> {
+    let root = Root::new(&target.root)?;
     let Some(marker) = root.read_text(FIRSTBOOT_MARKER)? else {
         println!("cloudprep firstboot: nothing to do ({FIRSTBOOT_MARKER} is absent)");
         return Ok(EXIT_OK);
@@ -803,8 +813,8 @@ pub fn cmd_firstboot(g: &Global) -> Result<i32> {
             }
         }
     }
-    let config = Config::load(&root, g.config.as_deref())?;
-    let facts = crate::facts::Facts::gather(&root);
+    let config = Config::load(&root, target.config.as_deref())?;
+    let facts = crate::guest::facts::Facts::gather(&root);
     let mut failed = false;
 
     let limit = config.fix.command_limit();
@@ -902,143 +912,6 @@ pub fn cmd_firstboot(g: &Global) -> Result<i32> {
     remove_guest(&root, FIRSTBOOT_MARKER)?;
     disable_unit(&root, FIRSTBOOT_UNIT)?;
     Ok(if failed { EXIT_FAILURE } else { code })
-}
-
-// ---------------------------------------------------------------------------------------------------
-// man page
-
-/// The cloudprep(8) man page (roff), generated from the clap definition.
-pub fn man_page() -> Result<String> {
-    let cmd = crate::cli::command();
-    let man = clap_mangen::Man::new(cmd.clone())
-        .section("8")
-        .manual("System Administration");
-    let mut out = String::new();
-    // Each render call starts with the same quote-string preamble: keep only the first one.
-    let mut title = Vec::new();
-    man.render_title(&mut title)?;
-    out.push_str(&String::from_utf8_lossy(&title));
-    let mut part =
-        |f: &dyn Fn(&mut Vec<u8>) -> std::io::Result<()>, drop_heading: bool| -> Result<()> {
-            let mut b = Vec::new();
-            f(&mut b)?;
-            out.push_str(&strip_lines(&String::from_utf8_lossy(&b), drop_heading));
-            Ok(())
-        };
-    part(&|b| man.render_name_section(b), false)?;
-    part(&|b| man.render_synopsis_section(b), false)?;
-    part(&|b| man.render_description_section(b), false)?;
-    part(&|b| man.render_options_section(b), false)?;
-    part(
-        &|b| {
-            b.extend_from_slice(b".SH COMMANDS\n");
-            Ok(())
-        },
-        false,
-    )?;
-    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
-        let name = format!("cloudprep {}", sub.get_name());
-        let sub = sub.clone().bin_name(&name);
-        let m = clap_mangen::Man::new(sub.clone()).section("8");
-        part(
-            &|b| {
-                b.extend_from_slice(format!(".SS \"{name}\"\n").as_bytes());
-                Ok(())
-            },
-            false,
-        )?;
-        part(&|b| m.render_synopsis_section(b), true)?;
-        if sub.get_about().is_some() || sub.get_long_about().is_some() {
-            part(
-                &|b| {
-                    b.extend_from_slice(b".PP\n");
-                    Ok(())
-                },
-                false,
-            )?;
-            part(&|b| m.render_description_section(b), true)?;
-        }
-        if sub.get_arguments().any(|a| !a.is_hide_set()) {
-            part(&|b| m.render_options_section(b), true)?;
-        }
-    }
-    part(
-        &|b| {
-            b.extend_from_slice(MAN_EXTRA.as_bytes());
-            Ok(())
-        },
-        false,
-    )?;
-    part(&|b| man.render_version_section(b), false)?;
-    Ok(out)
-}
-
-/// Drop the `.ie/.el .ds Aq` preamble every render repeats and, when asked, the first `.SH` line of a
-/// rendered section (its content goes under a `.SS` of ours).
-fn strip_lines(roff: &str, drop_heading: bool) -> String {
-    let mut out = String::new();
-    let mut dropped = !drop_heading;
-    for line in roff.split_inclusive('\n') {
-        if line.starts_with(".ie \\n(.g .ds Aq") || line.starts_with(".el .ds Aq") {
-            continue;
-        }
-        if !dropped && line.starts_with(".SH") {
-            dropped = true;
-            continue;
-        }
-        out.push_str(line);
-    }
-    out
-}
-
-const MAN_EXTRA: &str = r#".SH "EXIT STATUS"
-.TP
-0
-Ready for the cloud.
-.TP
-1
-Warnings only.
-.TP
-2
-At least one blocker.
-.TP
-3
-cloudprep itself could not run.
-.SH "PRE-MIGRATION AND FIRST BOOT"
-The package never enables or starts its units.
-\fBcloudprep arm\fR writes /var/lib/cloudprep/premigrate-armed, lifts the 30 minute job timeout of
-poweroff.target and halt.target, enables and starts \fBcloudprep-premigrate.service\fR.
-At the next power-off (not a reboot) the unit's stop action audits, runs \fBfix --yes\fR, audits again
-(reports in /var/lib/cloudprep), arms \fBcloudprep-firstboot.service\fR, disarms itself and, when an
-export is configured and no blocker is left, exports the disk holding / with the root read-only or
-frozen; the power-off then completes.
-A manual \fBsystemctl stop\fR, \fBcloudprep disarm\fR or removing the package does not trigger it.
-On the first boot under KVM, \fBcloudprep-firstboot.service\fR reinstalls GRUB on the disk holding
-/boot, sets the debconf question grub-pc/install_devices, optionally purges the old hypervisor's tools
-(fix.remove_hypervisor_tools), writes /var/lib/cloudprep/firstboot-report.json and disarms itself.
-.SH FILES
-.TP
-/etc/cloudprep/cloudprep.toml
-Configuration; every key is optional and documented in the shipped file.
-.TP
-/var/lib/cloudprep/
-Fix run journals and backups, reports of the pre-migration and first-boot units, arm markers.
-.TP
-/usr/share/cloudprep/report.schema.json
-JSON schema of \fBaudit \-\-format json\fR reports.
-.SH "SEE ALSO"
-\fBsystemctl\fR(1), \fBgrub-install\fR(8), \fBcloud-init\fR(1)
-"#;
-
-pub fn cmd_man() -> Result<i32> {
-    use std::io::Write;
-    let page = man_page()?;
-    let mut so = std::io::stdout().lock();
-    match so.write_all(page.as_bytes()).and_then(|_| so.flush()) {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
-        r => r.context("writing to standard output")?,
-    }
-    Ok(EXIT_OK)
 }
 
 #[cfg(test)]
@@ -1255,27 +1128,5 @@ mod tests {
         assert_eq!(disks_of_dev(s, "9:0").unwrap(), vec!["vdb", "vdc"]);
         assert_eq!(disks_of_dev(s, "254:48").unwrap(), vec!["vdd"]);
         assert!(disks_of_dev(s, "8:0").is_err());
-    }
-
-    #[test]
-    fn man_page_documents_every_command_and_option() {
-        let page = man_page().unwrap();
-        assert!(page.contains("\n.TH cloudprep 8 "), "{}", &page[..120]);
-        assert_eq!(page.matches(".ds Aq").count(), 2, "one preamble");
-        for sub in crate::cli::command().get_subcommands() {
-            let name = format!(".SS \"cloudprep {}\"", sub.get_name());
-            assert_eq!(page.contains(&name), !sub.is_hide_set(), "{name}");
-        }
-        for opt in [
-            "\\-\\-root",
-            "\\-\\-dry\\-run",
-            "\\-\\-consistency",
-            "\\-\\-export",
-        ] {
-            assert!(page.contains(opt), "{opt} missing");
-        }
-        assert!(page.contains(".SH \"EXIT STATUS\""));
-        // Deterministic: the package build and the sync test compare bytes.
-        assert_eq!(page, man_page().unwrap());
     }
 }

@@ -12,8 +12,7 @@
 //! without it, `locale: false` (the module skips itself: `util.is_false(locale)` in cc_locale.handle, every
 //! version since 0.7; newer cloud-init's schema warns about the boolean).
 
-use crate::check;
-use crate::check::{
+use crate::checks::{
     order, Check, CheckInfo, Ctx, Evidence, FileEdit, Finding, Fix, Phase, PlannedCommand,
     Severity, Validator,
 };
@@ -607,7 +606,7 @@ fn check_installed(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
     if deb.is_empty() {
         return Ok(vec![f
             .remediation("apt-get install -y cloud-init (needs the guest's package sources reachable)")
-            .fix(Fix::default().command(crate::check::apt_update()).command(PlannedCommand::new(
+            .fix(Fix::default().command(crate::checks::apt_update()).command(PlannedCommand::new(
                 Phase::Pre,
                 order::INSTALL_PACKAGES,
                 &["apt-get", "install", "-y", "cloud-init"],

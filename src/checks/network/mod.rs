@@ -9,16 +9,18 @@
 //! `net.ifnames=0 biosdevname=0` to the kernel command line and renames configurations using predictable
 //! names (ens192, enp0s3, ...) to ethN, the primary one to eth0.
 
+pub mod firewall;
 pub mod ifupdown;
 pub mod ini;
 pub mod netplan;
+pub mod udev;
 
-use crate::check::{
+use crate::checks::{
     order, Check, CheckInfo, Ctx, Evidence, FileEdit, Finding, Fix, Phase, PlannedCommand,
     Severity, Validator,
 };
 use crate::config::{AddressPolicy, NamingPolicy};
-use crate::root::Root;
+use crate::guest::root::Root;
 use anyhow::Result;
 use std::collections::BTreeSet;
 
@@ -740,7 +742,7 @@ pub fn grub_has_ifnames0(content: &str) -> bool {
 /// wins)? A later assignment (e.g. Ubuntu's grub.d/50-cloudimg-settings.cfg setting
 /// GRUB_CMDLINE_LINUX_DEFAULT) replaces what an earlier file set.
 pub fn defaults_ifnames0(files: &[(String, String)]) -> bool {
-    let (_, env) = crate::grub::parse_defaults(files);
+    let (_, env) = crate::checks::boot::grub::parse_defaults(files);
     let get = |k: &str| env.get(k).map(String::as_str).unwrap_or("");
     format!(
         "{} {}",
@@ -758,8 +760,8 @@ pub fn defaults_ifnames0(files: &[(String, String)]) -> bool {
 pub fn grub_set_ifnames(content: &str) -> Result<String> {
     // An unterminated quote runs to the end of the file in sh: whatever is edited or appended after it is
     // part of that string.
-    let parsed = crate::grub::shell::parse(content, &mut Default::default());
-    crate::grub::refuse_unterminated(
+    let parsed = crate::checks::boot::grub::shell::parse(content, &mut Default::default());
+    crate::checks::boot::grub::refuse_unterminated(
         &parsed,
         "correct it and add net.ifnames=0 biosdevname=0 by hand",
     )
@@ -770,7 +772,7 @@ pub fn grub_set_ifnames(content: &str) -> Result<String> {
         .rposition(|l| grub_assignment(l, "GRUB_CMDLINE_LINUX"));
     let Some(idx) = idx else {
         let mut out = content.to_string();
-        crate::grub::push_assignment(
+        crate::checks::boot::grub::push_assignment(
             &mut out,
             "GRUB_CMDLINE_LINUX",
             "net.ifnames=0 biosdevname=0",
@@ -2289,7 +2291,7 @@ mod fuzz {
             if let Ok(g) = grub_set_ifnames(&t) {
                 assert_eq!(grub_set_ifnames(&g).unwrap(), g, "input {t:?}");
             }
-            let _ = crate::udev::parse_pin_rules(&t);
+            let _ = crate::checks::network::udev::parse_pin_rules(&t);
             let _ = ensure_eth0_dhcp(&t, false);
         }
     }

@@ -1,7 +1,7 @@
 //! Checks: udev persistent network interface naming (`70-persistent-net.rules` and the generator rule that
 //! writes it on older Debian/Ubuntu releases).
 
-use crate::check::{Check, CheckInfo, Ctx, Evidence, FileEdit, Finding, Fix, Severity, Validator};
+use crate::checks::{Check, CheckInfo, Ctx, Evidence, FileEdit, Finding, Fix, Severity, Validator};
 use anyhow::Result;
 
 pub const PERSISTENT: &str = "/etc/udev/rules.d/70-persistent-net.rules";
@@ -139,11 +139,13 @@ pub fn is_cloud_init_rendering(text: &str) -> bool {
 
 /// cloud-init is installed and allowed to configure the network (no `network: {config: disabled}`).
 fn cloud_init_manages_network(ctx: &Ctx) -> Result<bool> {
-    if !ctx.facts.installed("cloud-init") || ctx.root.exists(crate::cloud_init::DISABLED_MARKER) {
+    if !ctx.facts.installed("cloud-init")
+        || ctx.root.exists(crate::checks::cloud_init::DISABLED_MARKER)
+    {
         return Ok(false);
     }
-    let files = crate::cloud_init::load_config(ctx)?;
-    let disabled = crate::cloud_init::effective_value(&files, &["network", "config"])
+    let files = crate::checks::cloud_init::load_config(ctx)?;
+    let disabled = crate::checks::cloud_init::effective_value(&files, &["network", "config"])
         .and_then(|(_, v)| v.as_str().map(|s| s.eq_ignore_ascii_case("disabled")))
         .unwrap_or(false);
     Ok(!disabled)

@@ -1,9 +1,8 @@
 //! Checks: platform — CPU architecture, a supported Debian/Ubuntu release, the old hypervisor's guest tools,
 //! the health of the dpkg database (a fix that installs packages needs it), and the QEMU guest agent.
 
-use crate::check;
-use crate::check::{Check, CheckInfo, Ctx, Evidence, Finding, Severity};
-use crate::facts::OsRelease;
+use crate::checks::{Check, CheckInfo, Ctx, Evidence, Finding, Severity};
+use crate::guest::facts::OsRelease;
 use anyhow::Result;
 
 pub const DPKG_STATUS: &str = "/var/lib/dpkg/status";
@@ -350,7 +349,7 @@ fn check_qemu_ga(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::facts::parse_os_release;
+    use crate::guest::facts::parse_os_release;
 
     fn os(id: &str, like: &str, v: &str) -> OsRelease {
         OsRelease {

@@ -2,12 +2,11 @@
 //! which changes when the disk becomes `/dev/vda` on virtio. Parsers and rewriters are pure functions over
 //! `&str`; a rewrite touches only the field it changes and keeps every other byte of the file.
 
-use crate::check;
-use crate::check::{
+use crate::checks::{
     order, Check, CheckInfo, Ctx, Evidence, FileEdit, Finding, Fix, Phase, PlannedCommand,
     Validator,
 };
-use crate::facts::{unescape_octal, Filesystem};
+use crate::guest::facts::{unescape_octal, Filesystem};
 use anyhow::Result;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -256,7 +255,7 @@ pub fn parse_resume(text: &str) -> Vec<(usize, String, String)> {
         let t = t.strip_prefix("export ").map(str::trim_start).unwrap_or(t);
         if let Some(v) = t.strip_prefix("RESUME=") {
             let v = v.split(" #").next().unwrap_or(v).trim();
-            out.push((n, line.to_string(), crate::facts::unquote(v)));
+            out.push((n, line.to_string(), crate::guest::facts::unquote(v)));
         }
     }
     out
@@ -272,7 +271,7 @@ pub fn rewrite_resume(text: &str, old: &str, new: &str) -> String {
             let start = piece.len() - v.len();
             let vt = v.trim_end_matches(['\n', '\r']);
             let val = vt.split(" #").next().unwrap_or(vt).trim_end();
-            if crate::facts::unquote(val) == old {
+            if crate::guest::facts::unquote(val) == old {
                 let q = val.chars().next().filter(|c| *c == '"' || *c == '\'');
                 out.push_str(&piece[..start]);
                 match q {
@@ -545,13 +544,13 @@ impl<'a> Resolver<'a> {
                 .strip_prefix(&format!("{tag}="))
                 .or_else(|| spec.strip_prefix(pfx))
             {
-                let v = crate::facts::unquote(v);
+                let v = crate::guest::facts::unquote(v);
                 return tagged(tag, &v).map(|f| (f, format!("{tag} {v}")));
             }
         }
         if let Some(v) = self.ctx.config.devices.get(spec) {
             if let Some((tag, val)) = v.split_once('=') {
-                if let Some(f) = tagged(tag, &crate::facts::unquote(val)) {
+                if let Some(f) = tagged(tag, &crate::guest::facts::unquote(val)) {
                     return Some((f, format!("[devices] entry {v}")));
                 }
             }
@@ -560,10 +559,10 @@ impl<'a> Resolver<'a> {
             if let Some(f) = fss.iter().find(|f| f.device == spec) {
                 return Some((f, format!("device {spec}")));
             }
-            if let Some(c) = crate::probe::canonical_device(spec) {
+            if let Some(c) = crate::guest::probe::canonical_device(spec) {
                 if let Some(f) = fss.iter().find(|f| {
                     std::path::Path::new(&f.device) == c
-                        || crate::probe::canonical_device(&f.device).as_deref() == Some(&c)
+                        || crate::guest::probe::canonical_device(&f.device).as_deref() == Some(&c)
                 }) {
                     return Some((f, format!("device {}", c.display())));
                 }
@@ -675,7 +674,7 @@ fn check_fstab_names(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
             continue;
         };
         // A CD-ROM or floppy line is storage.absent-devices' business.
-        if crate::storage::removable_media(e).is_some() {
+        if crate::checks::storage::removable_media(e).is_some() {
             continue;
         }
         let mp = e.mountpoint().to_string();
@@ -695,7 +694,7 @@ fn check_fstab_names(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
         .evidence(Evidence::line(FSTAB, e.line, &e.text));
         if e.has_option("noauto") || e.has_option("nofail") {
             // Boot does not wait for it; it is still the wrong device name.
-            f = f.severity(crate::check::Severity::Warning);
+            f = f.severity(crate::checks::Severity::Warning);
         }
         match r.stable_spec(&spec, &mp, e.fstype()) {
             Ok((new, how)) => {
@@ -1049,10 +1048,10 @@ fileserver:/export /mnt/nfs nfs rw 0 0\n\
         }
     }
 
-    fn offline_facts() -> crate::facts::Facts {
-        crate::facts::Facts {
+    fn offline_facts() -> crate::guest::facts::Facts {
+        crate::guest::facts::Facts {
             live: false,
-            mounts: vec![crate::facts::Mount {
+            mounts: vec![crate::guest::facts::Mount {
                 target: "/".into(),
                 source: "/dev/loop7p1".into(),
                 fstype: "ext4".into(),
@@ -1086,7 +1085,7 @@ fileserver:/export /mnt/nfs nfs rw 0 0\n\
     #[test]
     fn resolver_maps_guest_disk_through_the_root_mount() {
         let d = tempfile::tempdir().unwrap();
-        let root = crate::root::Root::new(d.path()).unwrap();
+        let root = crate::guest::root::Root::new(d.path()).unwrap();
         let mut config = crate::config::Config::default();
         config
             .devices
@@ -1177,7 +1176,10 @@ fileserver:/export /mnt/nfs nfs rw 0 0\n\
         );
         assert_eq!(t.entries[0].mountpoint(), "/mnt/a\\777b");
         assert_eq!(t.entries[1].mountpoint(), "/mnt/x y\\4");
-        assert_eq!(crate::facts::unescape_octal("\\377\\400"), "\u{fffd}\\400");
+        assert_eq!(
+            crate::guest::facts::unescape_octal("\\377\\400"),
+            "\u{fffd}\\400"
+        );
     }
 
     #[test]

@@ -2,10 +2,11 @@
 //! CD-ROMs, USB) need `nofail`; `/` and `/boot` (or an LVM volume group) spread over several disks cannot be
 //! imported as one image.
 
-use crate::check;
-use crate::check::{Check, CheckInfo, Ctx, Evidence, FileEdit, Finding, Fix, Severity, Validator};
-use crate::fstab::{self, DiskId, Entry, Resolver, FSTAB};
+pub mod fstab;
+
+use crate::checks::{Check, CheckInfo, Ctx, Evidence, FileEdit, Finding, Fix, Severity, Validator};
 use anyhow::Result;
+use fstab::{DiskId, Entry, Resolver, FSTAB};
 use std::collections::BTreeMap;
 
 pub fn checks() -> Vec<Check> {
@@ -445,7 +446,7 @@ pub fn parse_lvm_backup(text: &str) -> Vec<VolumeGroup> {
         }
         if stack.len() == 3 && stack[1] == "physical_volumes" {
             if let (Some((k, v)), Some(p)) = (line.split_once('='), pv.as_mut()) {
-                let v = crate::facts::unquote(v.trim());
+                let v = crate::guest::facts::unquote(v.trim());
                 match k.trim() {
                     "id" => p.1 = v,
                     "device" => p.2 = v,

@@ -3,12 +3,11 @@
 
 pub mod shell;
 
-use crate::check;
-use crate::check::{
+use crate::checks::{
     order, Check, CheckInfo, Ctx, Evidence, FileEdit, Finding, Fix, Phase, PlannedCommand,
     Severity, Validator,
 };
-use crate::facts::{BootMode, Facts};
+use crate::guest::facts::{BootMode, Facts};
 use anyhow::Result;
 use shell::WordEdit;
 use std::collections::{BTreeMap, HashMap};
@@ -1104,7 +1103,7 @@ mod tests {
             root_device: Some("/dev/sda1".into()),
             ..Default::default()
         };
-        f.disks.push(crate::facts::Disk {
+        f.disks.push(crate::guest::facts::Disk {
             name: "sda".into(),
             partitions: vec!["sda1".into(), "sda2".into()],
             ..Default::default()

@@ -2,8 +2,7 @@
 
 pub mod cpio;
 
-use crate::check;
-use crate::check::{
+use crate::checks::{
     order, Check, CheckInfo, Ctx, Evidence, FileEdit, Finding, Fix, Phase, PlannedCommand,
     Severity, Validator,
 };
@@ -123,7 +122,7 @@ pub fn modules_policy(files: &[(String, String)]) -> Option<(String, String, usi
             let t = t.strip_prefix("export ").map(str::trim).unwrap_or(t);
             if let Some(v) = t.strip_prefix("MODULES=") {
                 let v = v.split('#').next().unwrap_or("").trim();
-                let v = crate::facts::unquote(v);
+                let v = crate::guest::facts::unquote(v);
                 found = Some((v, path.clone(), i + 1, line.to_string()));
             }
         }

@@ -6,12 +6,11 @@
 //! that depends on addresses we cannot know (`from 10.1.2.0/24`, `to 10.1.2.5`, `on interface ens192`).
 //! An accept that is only conditional is what a firewall "restricted to the old network" looks like.
 
-use crate::check;
-use crate::check::{
+use crate::checks::cloud_init::ORDER_SYSTEMCTL;
+use crate::checks::{
     order, Check, CheckInfo, Ctx, Evidence, FileEdit, Finding, Fix, Phase, PlannedCommand,
     Severity, Validator,
 };
-use crate::cloud_init::ORDER_SYSTEMCTL;
 use crate::config::NamingPolicy;
 use anyhow::Result;
 use std::collections::BTreeMap;
@@ -1489,7 +1488,8 @@ fn check_firewall(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
             let enabled = conf.lines().enumerate().find(|(_, l)| {
                 let l = l.trim();
                 l.starts_with("ENABLED=")
-                    && crate::facts::unquote(&l["ENABLED=".len()..]).eq_ignore_ascii_case("yes")
+                    && crate::guest::facts::unquote(&l["ENABLED=".len()..])
+                        .eq_ignore_ascii_case("yes")
             });
             if let Some((en_line, en_text)) = enabled {
                 let defaults = ctx.root.read_text("/etc/default/ufw")?.unwrap_or_default();
@@ -1499,7 +1499,7 @@ fn check_firewall(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
                     .find_map(|(i, l)| {
                         l.trim()
                             .strip_prefix("DEFAULT_INPUT_POLICY=")
-                            .map(|v| (crate::facts::unquote(v), i + 1, l.to_string()))
+                            .map(|v| (crate::guest::facts::unquote(v), i + 1, l.to_string()))
                     })
                     .unwrap_or(("DROP".into(), en_line + 1, en_text.to_string()));
                 let pol_path = if defaults.is_empty() {
@@ -1712,7 +1712,7 @@ fn check_sshd(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
             )
             .evidence(Evidence::file("/var/lib/dpkg/status", "no installed openssh-server"))
             .remediation("apt-get install -y openssh-server")
-            .fix(Fix::default().command(crate::check::apt_update()).command(PlannedCommand::new(
+            .fix(Fix::default().command(crate::checks::apt_update()).command(PlannedCommand::new(
                 Phase::Pre,
                 order::INSTALL_PACKAGES,
                 &["apt-get", "install", "-y", "openssh-server"],
