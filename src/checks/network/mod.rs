@@ -13,6 +13,7 @@ pub mod firewall;
 pub mod ifupdown;
 pub mod ini;
 pub mod netplan;
+pub mod sshd;
 pub mod udev;
 
 use crate::checks::{
