@@ -258,7 +258,7 @@ pub fn premigrate(target: &Target, root: &Root) -> Result<i32> {
         match crate::export::export_file(&target.root, &ea) {
             Ok(s) => {
                 print!("{}", s.render());
-                println!("cloudprep premigrate: export finished");
+                println!("cloudprep premigrate: export finished (exit {EXIT_OK})");
                 record_export(root, &mut summary, &s);
             }
             Err(e) => {
