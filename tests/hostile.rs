@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const SECRET: &str = "host secret: must never change or be copied into a guest\n";
 const RULES: &str = "/etc/udev/rules.d/70-persistent-net.rules";
@@ -70,7 +70,10 @@ fn minimal_guest() -> tempfile::TempDir {
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(p, text).unwrap();
     };
-    for u in ["cloudprep-premigrate.service", "cloudprep-firstboot.service"] {
+    for u in [
+        "cloudprep-premigrate.service",
+        "cloudprep-firstboot.service",
+    ] {
         w(
             &format!("/lib/systemd/system/{u}"),
             &std::fs::read_to_string(common::repo().join("systemd").join(u)).unwrap(),
@@ -104,24 +107,25 @@ fn run(root: &Path, args: &[&str], limit: Duration) -> Output {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = c.spawn().unwrap();
-    let start = Instant::now();
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            break;
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
+    let child = c.spawn().unwrap();
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    // Output is read while it runs (a pipe that fills up must not look like a hang).
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output().unwrap());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(out) => out,
+        Err(_) => {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            let out = rx.recv().unwrap();
             panic!(
                 "cloudprep {args:?} did not finish within {limit:?} (hang or endless read)\n{}\n{}",
                 String::from_utf8_lossy(&out.stdout),
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        std::thread::sleep(Duration::from_millis(50));
     }
-    child.wait_with_output().unwrap()
 }
 
 fn text(o: &Output) -> String {
@@ -145,11 +149,15 @@ fn documented_exit(o: &Output) {
 fn assert_host_untouched(what: &str, host: &Host, before: &BTreeMap<String, String>) {
     let now = host.state();
     assert_eq!(
-        &now, before,
+        &now,
+        before,
         "{what}: the host changed (files under {})",
         host.dir.path().display()
     );
-    assert_eq!(std::fs::read_to_string(host.path("secret")).unwrap(), SECRET);
+    assert_eq!(
+        std::fs::read_to_string(host.path("secret")).unwrap(),
+        SECRET
+    );
 }
 
 fn sha(b: &[u8]) -> String {
@@ -208,7 +216,10 @@ fn lifecycle_writes_never_follow_guest_symlinks_to_the_host() {
     assert_host_untouched("after arm", &host, &before);
     let marker = gpath(root, "/var/lib/cloudprep/premigrate-armed");
     let m = std::fs::symlink_metadata(&marker).unwrap();
-    assert!(m.is_file(), "the marker must be a regular file in the guest");
+    assert!(
+        m.is_file(),
+        "the marker must be a regular file in the guest"
+    );
     assert!(std::fs::read_to_string(&marker)
         .unwrap()
         .contains("armed_at"));
@@ -253,11 +264,7 @@ fn a_lock_symlink_is_refused() {
     let g = minimal_guest();
     let root = g.path();
     plant_link(root, "/var/lib/cloudprep/runs/.lock", &host.path("nologin"));
-    plant_link(
-        root,
-        "/var/lib/cloudprep/runs/.lock2",
-        &host.path("secret"),
-    );
+    plant_link(root, "/var/lib/cloudprep/runs/.lock2", &host.path("secret"));
     let before = host.state();
     for args in [
         &["rollback"][..],
@@ -353,13 +360,21 @@ fn forged_journals_never_read_or_write_host_files() {
     for v in ["/etc/victim-abs", "/etc/victim-up", "/etc/victim-zero"] {
         let p = gpath(root, v);
         assert!(
-            std::fs::read(&p).map(|b| b != SECRET.as_bytes()).unwrap_or(true),
+            std::fs::read(&p)
+                .map(|b| b != SECRET.as_bytes())
+                .unwrap_or(true),
             "{v}: a host file was copied into the guest"
         );
     }
     let out = text(&o);
-    assert!(out.contains("/dev/zero") || out.contains("victim-zero"), "{out}");
-    assert!(out.contains("boot code"), "the refused boot code is named: {out}");
+    assert!(
+        out.contains("/dev/zero") || out.contains("victim-zero"),
+        "{out}"
+    );
+    assert!(
+        out.contains("boot code"),
+        "the refused boot code is named: {out}"
+    );
 
     // The same journal found by an interrupted-run recovery (`fix` recovers before anything else).
     let id2 = "20990101T000000Z-0002";
@@ -424,7 +439,10 @@ fn a_planted_run_directory_is_never_reused() {
     assert!(!gpath(root, RULES).exists(), "{}", text(&o));
     let o = run(root, &["rollback"], Duration::from_secs(60));
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    assert_eq!(std::fs::read_to_string(gpath(root, RULES)).unwrap(), RULES_TEXT);
+    assert_eq!(
+        std::fs::read_to_string(gpath(root, RULES)).unwrap(),
+        RULES_TEXT
+    );
     assert_host_untouched("after rollback", &host, &before);
 }
 
@@ -503,7 +521,11 @@ fn recovery_keeps_what_appeared_after_the_crash() {
     for k in ["vmlinuz-2", "initrd.img-2"] {
         assert_eq!(
             std::fs::read_to_string(boot.join(k)).ok().as_deref(),
-            Some(if k.starts_with("vm") { "new kernel\n" } else { "new initrd\n" }),
+            Some(if k.starts_with("vm") {
+                "new kernel\n"
+            } else {
+                "new initrd\n"
+            }),
             "{k} was deleted by recovery: {out}"
         );
         assert!(out.contains(&format!("/boot/{k}")), "{k} not named: {out}");
@@ -519,7 +541,10 @@ fn recovery_keeps_what_appeared_after_the_crash() {
         .filter(|p| std::fs::read(p).ok().as_deref() == Some(b"regenerated later\n"))
         .collect();
     assert_eq!(kept.len(), 1, "the later version is kept once: {out}");
-    assert!(out.contains(&kept[0].file_name().unwrap().to_string_lossy().to_string()), "{out}");
+    assert!(
+        out.contains(&kept[0].file_name().unwrap().to_string_lossy().to_string()),
+        "{out}"
+    );
 }
 
 fn walk(d: &Path) -> Vec<PathBuf> {
@@ -565,7 +590,10 @@ fn a_torn_journal_line_is_trimmed_on_reopen() {
     drop(j);
     let o = run(root, &["rollback"], Duration::from_secs(60));
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    assert_eq!(std::fs::read_to_string(gpath(root, RULES)).unwrap(), RULES_TEXT);
+    assert_eq!(
+        std::fs::read_to_string(gpath(root, RULES)).unwrap(),
+        RULES_TEXT
+    );
     let o = run(root, &["runs", "--format", "json"], Duration::from_secs(60));
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -584,10 +612,17 @@ fn a_huge_config_file_is_an_error_not_an_oom() {
     let f = std::fs::File::create(gpath(root, "/etc/fstab")).unwrap();
     f.set_len(10 << 30).unwrap();
     drop(f);
-    let o = run(root, &["audit", "--format", "json"], Duration::from_secs(120));
+    let o = run(
+        root,
+        &["audit", "--format", "json"],
+        Duration::from_secs(120),
+    );
     documented_exit(&o);
     let out = text(&o);
-    assert!(out.contains("/etc/fstab") && out.contains("too large"), "{out}");
+    assert!(
+        out.contains("/etc/fstab") && out.contains("too large"),
+        "{out}"
+    );
 }
 
 /// Point 5: a full disk during a run gives a clear error, and the run is rolled back (nothing half done).
@@ -651,10 +686,7 @@ fn a_full_disk_during_a_run_is_a_clear_error_and_rolls_back() {
     let o = run(root, &["runs", "--format", "json"], Duration::from_secs(60));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     for r in v.as_array().unwrap() {
-        assert!(
-            r["state"] == "rolled-back",
-            "{v}"
-        );
+        assert!(r["state"] == "rolled-back", "{v}");
     }
     assert_eq!(std::fs::read_to_string(gpath(root, RULES)).unwrap(), big);
 }
