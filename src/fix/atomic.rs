@@ -453,7 +453,8 @@ impl Dir {
             {
                 let e = std::io::Error::last_os_error();
                 self.unlink_quiet(&tmp);
-                return Err(e).with_context(|| format!("setting the owner of {}", self.path_of(name)));
+                return Err(e)
+                    .with_context(|| format!("setting the owner of {}", self.path_of(name)));
             }
             let ts = [
                 libc::timespec {
@@ -623,7 +624,12 @@ impl Dir {
     /// Open the regular file `name` (`flags`: O_RDONLY, O_RDWR, O_WRONLY|O_APPEND, ...; with O_CREAT it is
     /// created with `mode` when absent). A symlink, FIFO, device or directory there is an error: nothing
     /// is opened through it. `Ok(None)` when absent (and not created).
-    pub fn open_file(&self, name: &str, flags: libc::c_int, mode: u32) -> Result<Option<std::fs::File>> {
+    pub fn open_file(
+        &self,
+        name: &str,
+        flags: libc::c_int,
+        mode: u32,
+    ) -> Result<Option<std::fs::File>> {
         let c = self.name(name)?;
         if let Some(st) = self.lstat(name)? {
             if st.st_mode & libc::S_IFMT != libc::S_IFREG {
@@ -667,10 +673,23 @@ impl Dir {
         let p = format!("/proc/self/fd/{}", self.fd.as_raw_fd());
         let mut names: Vec<std::ffi::OsString> = Vec::new();
         for e in std::fs::read_dir(&p).with_context(|| format!("listing {}", self.guest))? {
-            names.push(e.with_context(|| format!("listing {}", self.guest))?.file_name());
+            names.push(
+                e.with_context(|| format!("listing {}", self.guest))?
+                    .file_name(),
+            );
         }
         names.sort();
         Ok(names)
+    }
+
+    /// `fstat` of this directory.
+    pub fn fstat(&self) -> Result<libc::stat> {
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: fd valid, st a valid out-parameter.
+        if unsafe { libc::fstat(self.fd.as_raw_fd(), &mut st) } < 0 {
+            return errno(|| format!("inspecting {}", self.guest));
+        }
+        Ok(st)
     }
 
     /// `lstat` of `name` (None when absent).
