@@ -429,6 +429,52 @@ mod tests {
     }
 
     #[test]
+    fn a_full_disk_never_leaves_a_torn_line() {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "this test mounts a small tmpfs: run it as root"
+        );
+        let d = tempfile::tempdir().unwrap();
+        nix::mount::mount(
+            Some("tmpfs"),
+            d.path(),
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            Some("size=8k"),
+        )
+        .unwrap();
+        struct Umount(std::path::PathBuf);
+        impl Drop for Umount {
+            fn drop(&mut self) {
+                let _ = nix::mount::umount(&self.0);
+            }
+        }
+        let _u = Umount(d.path().to_path_buf());
+        let (_root, dir) = dir_of(&d);
+        let mut j = Journal::create(&dir).unwrap();
+        let reason = "x".repeat(3000);
+        let mut written = 0;
+        let err = loop {
+            match j.append(&Entry::RollbackStart {
+                reason: reason.clone(),
+            }) {
+                Ok(()) => written += 1,
+                Err(e) => break e,
+            }
+            assert!(written < 10, "the 8 KiB filesystem never filled up");
+        };
+        assert!(format!("{err:#}").contains("No space left"), "{err:#}");
+        let text = std::fs::read_to_string(d.path().join(JOURNAL)).unwrap();
+        assert!(text.ends_with('\n'), "a torn line was left behind");
+        assert_eq!(read(&dir).unwrap().len(), written);
+        // A short entry still fits in what is left, as a line of its own.
+        let mut j = Journal::open(&dir).unwrap();
+        j.append(&Entry::RollbackStart { reason: "y".into() })
+            .unwrap();
+        assert_eq!(read(&dir).unwrap().len(), written + 1);
+    }
+
+    #[test]
     fn torn_last_line_is_ignored_and_state_replays() {
         let d = tempfile::tempdir().unwrap();
         let (_root, dir) = dir_of(&d);
