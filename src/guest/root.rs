@@ -150,6 +150,19 @@ impl Root {
 
     /// [`read`](Self::read) with another size limit (for the few big files read whole).
     pub fn read_limited(&self, guest: impl AsRef<Path>, limit: u64) -> Result<Option<Vec<u8>>> {
+        let guest = guest.as_ref();
+        let Some((mut f, len)) = self.open_file(guest)? else {
+            return Ok(None);
+        };
+        crate::fix::atomic::read_capped(&mut f, len, limit)
+            .map(Some)
+            .with_context(|| format!("reading {}", self.display(guest)))
+    }
+
+    /// Open a regular file for reading (streamed, e.g. an initramfs image), with its size; `Ok(None)`
+    /// when it does not exist. Directories, devices and FIFOs are refused without being opened, and the
+    /// file opened is checked to be the resolved path inside the root.
+    pub fn open_file(&self, guest: impl AsRef<Path>) -> Result<Option<(fs::File, u64)>> {
         use std::os::unix::fs::OpenOptionsExt;
         let guest = guest.as_ref();
         let r = self.resolve(guest)?;
@@ -169,7 +182,7 @@ impl Root {
             }
             Err(e) => return Err(e).with_context(|| format!("reading {}", self.display(guest))),
         }
-        let mut f = fs::OpenOptions::new()
+        let f = fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
             .open(&r.host)
@@ -185,9 +198,7 @@ impl Root {
             self.check_opened(&f, &r.host)
                 .with_context(|| format!("reading {}", self.display(guest)))?;
         }
-        crate::fix::atomic::read_capped(&mut f, m.len(), limit)
-            .map(Some)
-            .with_context(|| format!("reading {}", self.display(guest)))
+        Ok(Some((f, m.len())))
     }
 
     /// The open file `f` is `host` inside the root.

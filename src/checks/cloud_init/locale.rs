@@ -110,7 +110,8 @@ pub(super) fn locale_generated(ctx: &Ctx, locale: &str) -> Result<bool> {
     }
     if let Some(bytes) = ctx
         .root
-        .read_limited("/usr/lib/locale/locale-archive", 1 << 30)? {
+        .read_limited("/usr/lib/locale/locale-archive", 1 << 30)?
+    {
         let needle = norm.as_bytes();
         if bytes.windows(needle.len()).any(|w| w == needle) {
             return Ok(true);
