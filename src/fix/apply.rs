@@ -217,6 +217,20 @@ impl Run<'_> {
             }
             Some(text) => {
                 self.backup(&r.guest, if exists { "rewrite" } else { "create" })?;
+                // The edit was computed from one read, the backup made from another: on a live system
+                // the file may have changed in between (M6). Then the edit is not written over it.
+                if root.is_dir(&parent) {
+                    let now = match Dir::open(root, &parent)?.read(&name)? {
+                        Existing::File { bytes, .. } => Some(bytes),
+                        _ => None,
+                    };
+                    if now.as_deref() != exists.then_some(content.as_bytes()) {
+                        bail!(
+                            "{} changed while it was being fixed: not changed (run fix again)",
+                            root.display(&r.guest)
+                        );
+                    }
+                }
                 let journal = &mut self.journal;
                 let mut made: Vec<String> = Vec::new();
                 let d = atomic::ensure_dir(root, &parent, &mut |p| {
