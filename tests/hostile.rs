@@ -85,6 +85,12 @@ fn minimal_guest() -> tempfile::TempDir {
     d
 }
 
+/// Root is needed; the host bait and a minimal guest.
+fn setup() -> (Host, tempfile::TempDir) {
+    need_root();
+    (Host::new(), minimal_guest())
+}
+
 fn gpath(root: &Path, guest: &str) -> PathBuf {
     root.join(guest.trim_start_matches('/'))
 }
@@ -189,9 +195,7 @@ fn meta() -> serde_json::Value {
 /// a guest symlink at the temp name (or at the marker) must not make them write a host file.
 #[test]
 fn lifecycle_writes_never_follow_guest_symlinks_to_the_host() {
-    need_root();
-    let host = Host::new();
-    let g = minimal_guest();
+    let (host, g) = setup();
     let root = g.path();
     let secret = host.path("secret");
     let nologin = host.path("nologin");
@@ -259,9 +263,7 @@ fn lifecycle_writes_never_follow_guest_symlinks_to_the_host() {
 /// H1: `runs/.lock` planted as a symlink to a host path: no command creates or opens that host file.
 #[test]
 fn a_lock_symlink_is_refused() {
-    need_root();
-    let host = Host::new();
-    let g = minimal_guest();
+    let (host, g) = setup();
     let root = g.path();
     plant_link(root, "/var/lib/cloudprep/runs/.lock", &host.path("nologin"));
     plant_link(root, "/var/lib/cloudprep/runs/.lock2", &host.path("secret"));
@@ -286,9 +288,7 @@ fn a_lock_symlink_is_refused() {
 /// file, are not runs: nothing is read from or appended to the host.
 #[test]
 fn run_directories_and_journals_are_not_followed() {
-    need_root();
-    let host = Host::new();
-    let g = minimal_guest();
+    let (host, g) = setup();
     let root = g.path();
     plant_link(
         root,
@@ -315,9 +315,7 @@ fn run_directories_and_journals_are_not_followed() {
 /// code aimed at a host file whose identity the attacker computed in advance.
 #[test]
 fn forged_journals_never_read_or_write_host_files() {
-    need_root();
-    let host = Host::new();
-    let g = minimal_guest();
+    let (host, g) = setup();
     let root = g.path();
     let secret = host.path("secret");
     let up = "../".repeat(40) + secret.to_str().unwrap().trim_start_matches('/');
@@ -403,9 +401,7 @@ fn forged_journals_never_read_or_write_host_files() {
 /// and the backups; the run gets a directory of its own.
 #[test]
 fn a_planted_run_directory_is_never_reused() {
-    need_root();
-    let host = Host::new();
-    let g = minimal_guest();
+    let (host, g) = setup();
     let root = g.path();
     // The next id is <UTC second>Z-<highest sequence + 1>: plant 41, so the run will be 42, and the
     // symlinks for every second of the next two minutes.

@@ -258,6 +258,25 @@ impl Dir {
         cstr(OsStr::new(name))
     }
 
+    /// `openat(2)` of `name` in this directory (`O_NOFOLLOW | O_CLOEXEC` added), as an owned descriptor.
+    fn openat(&self, name: &str, flags: libc::c_int, mode: u32) -> Result<OwnedFd> {
+        let c = self.name(name)?;
+        // SAFETY: valid dirfd and NUL-terminated path.
+        let fd = unsafe {
+            libc::openat(
+                self.fd.as_raw_fd(),
+                c.as_ptr(),
+                flags | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                (mode & 0o777) as libc::c_uint,
+            )
+        };
+        if fd < 0 {
+            return errno(|| format!("opening {}", self.path_of(name)));
+        }
+        // SAFETY: fd was just opened and is owned here.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
     pub fn path_of(&self, name: &str) -> String {
         if self.guest == "/" {
             format!("/{name}")
@@ -301,20 +320,8 @@ impl Dir {
         };
         match st.st_mode & libc::S_IFMT {
             libc::S_IFREG => {
-                let c = self.name(name)?;
-                // SAFETY: valid dirfd and path.
-                let fd = unsafe {
-                    libc::openat(
-                        self.fd.as_raw_fd(),
-                        c.as_ptr(),
-                        libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK,
-                    )
-                };
-                if fd < 0 {
-                    return errno(|| format!("opening {}", self.path_of(name)));
-                }
-                // SAFETY: fd is ours.
-                let mut f = unsafe { std::fs::File::from_raw_fd(fd) };
+                let mut f =
+                    std::fs::File::from(self.openat(name, libc::O_RDONLY | libc::O_NONBLOCK, 0)?);
                 let mut st2: libc::stat = unsafe { std::mem::zeroed() };
                 // SAFETY: fd valid.
                 if unsafe { libc::fstat(f.as_raw_fd(), &mut st2) } < 0 {
@@ -555,21 +562,8 @@ impl Dir {
 
     /// The subdirectory `name`, opened without following a symlink there.
     pub fn open_sub(&self, name: &str) -> Result<Dir> {
-        let c = self.name(name)?;
-        // SAFETY: valid dirfd and path.
-        let fd = unsafe {
-            libc::openat(
-                self.fd.as_raw_fd(),
-                c.as_ptr(),
-                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-            )
-        };
-        if fd < 0 {
-            return errno(|| format!("opening directory {}", self.path_of(name)));
-        }
         Ok(Dir {
-            // SAFETY: fd was just opened and is owned here.
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+            fd: self.openat(name, libc::O_RDONLY | libc::O_DIRECTORY, 0)?,
             host: self.host.join(name),
             guest: self.path_of(name),
         })
@@ -599,21 +593,10 @@ impl Dir {
     /// Create the new regular file `name` (never an existing entry, never through a symlink) with
     /// exactly `mode`.
     pub fn create_new(&self, name: &str, mode: u32) -> Result<std::fs::File> {
-        let c = self.name(name)?;
-        // SAFETY: valid dirfd and path.
-        let fd = unsafe {
-            libc::openat(
-                self.fd.as_raw_fd(),
-                c.as_ptr(),
-                libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-                (mode & 0o777) as libc::c_uint,
-            )
-        };
-        if fd < 0 {
-            return errno(|| format!("creating {}", self.path_of(name)));
-        }
-        // SAFETY: fd is ours.
-        let f = unsafe { std::fs::File::from_raw_fd(fd) };
+        let f = std::fs::File::from(
+            self.openat(name, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL, mode)
+                .with_context(|| format!("creating {}", self.path_of(name)))?,
+        );
         // SAFETY: fd valid.
         if unsafe { libc::fchmod(f.as_raw_fd(), (mode & 0o777) as libc::mode_t) } < 0 {
             return errno(|| format!("setting the mode of {}", self.path_of(name)));
@@ -630,7 +613,6 @@ impl Dir {
         flags: libc::c_int,
         mode: u32,
     ) -> Result<Option<std::fs::File>> {
-        let c = self.name(name)?;
         if let Some(st) = self.lstat(name)? {
             if st.st_mode & libc::S_IFMT != libc::S_IFREG {
                 bail!(
@@ -642,20 +624,7 @@ impl Dir {
         } else if flags & libc::O_CREAT == 0 {
             return Ok(None);
         }
-        // SAFETY: valid dirfd and path.
-        let fd = unsafe {
-            libc::openat(
-                self.fd.as_raw_fd(),
-                c.as_ptr(),
-                flags | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC,
-                (mode & 0o777) as libc::c_uint,
-            )
-        };
-        if fd < 0 {
-            return errno(|| format!("opening {}", self.path_of(name)));
-        }
-        // SAFETY: fd is ours.
-        let f = unsafe { std::fs::File::from_raw_fd(fd) };
+        let f = std::fs::File::from(self.openat(name, flags | libc::O_NONBLOCK, mode)?);
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
         // SAFETY: fd valid.
         if unsafe { libc::fstat(f.as_raw_fd(), &mut st) } < 0 {
