@@ -276,6 +276,7 @@ fn a_lock_symlink_is_refused() {
         documented_exit(&o);
         assert_host_untouched(&format!("after {args:?}"), &host, &before);
         assert!(!host.path("nologin").exists(), "{}", text(&o));
+        assert!(text(&o).contains(".lock is a symbolic link"), "{}", text(&o));
     }
     // The same with the lock pointing at an existing host file: its content and mode stay.
     plant_link(root, "/var/lib/cloudprep/runs/.lock", &host.path("secret"));
@@ -308,6 +309,12 @@ fn run_directories_and_journals_are_not_followed() {
         let o = run(root, args, Duration::from_secs(60));
         documented_exit(&o);
         assert_host_untouched(&format!("after {args:?}"), &host, &before);
+        if args[0] == "runs" {
+            // Both are named, not silently dropped.
+            let t = text(&o);
+            assert!(t.contains("skipping run 20990101T000000Z-0001"), "{t}");
+            assert!(t.contains("skipping run 20990101T000000Z-0002"), "{t}");
+        }
     }
 }
 
