@@ -276,7 +276,11 @@ fn a_lock_symlink_is_refused() {
         documented_exit(&o);
         assert_host_untouched(&format!("after {args:?}"), &host, &before);
         assert!(!host.path("nologin").exists(), "{}", text(&o));
-        assert!(text(&o).contains(".lock is a symbolic link"), "{}", text(&o));
+        assert!(
+            text(&o).contains(".lock is a symbolic link"),
+            "{}",
+            text(&o)
+        );
     }
     // The same with the lock pointing at an existing host file: its content and mode stay.
     plant_link(root, "/var/lib/cloudprep/runs/.lock", &host.path("secret"));

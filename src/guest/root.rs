@@ -224,8 +224,13 @@ impl Root {
     /// Read a text file; `Ok(None)` when it does not exist. A file with NUL bytes or invalid UTF-8 is an error
     /// naming the path (and the line of the first offending byte).
     pub fn read_text(&self, guest: impl AsRef<Path>) -> Result<Option<String>> {
+        self.read_text_limited(guest, MAX_CONFIG)
+    }
+
+    /// [`read_text`](Self::read_text) with another size limit.
+    pub fn read_text_limited(&self, guest: impl AsRef<Path>, limit: u64) -> Result<Option<String>> {
         let guest = guest.as_ref();
-        match self.read(guest)? {
+        match self.read_limited(guest, limit)? {
             None => Ok(None),
             Some(bytes) => text_from_bytes(bytes)
                 .map(Some)
@@ -374,6 +379,31 @@ mod tests {
         nix::unistd::mkfifo(&d.path().join("etc/fifo"), nix::sys::stat::Mode::S_IRWXU).unwrap();
         let e = root.read_text("/etc/fifo").unwrap_err();
         assert!(format!("{e:#}").contains("not a regular file"), "{e:#}");
+    }
+
+    #[test]
+    fn reads_are_size_bounded() {
+        let d = tempfile::tempdir().unwrap();
+        let root = Root::new(d.path()).unwrap();
+        fs::create_dir_all(d.path().join("etc")).unwrap();
+        // Sparse: 10 GB on paper, nothing on disk.
+        fs::File::create(d.path().join("etc/fstab"))
+            .unwrap()
+            .set_len(10 << 30)
+            .unwrap();
+        let e = root.read_text("/etc/fstab").unwrap_err();
+        let m = format!("{e:#}");
+        assert!(m.contains("/etc/fstab") && m.contains("too large"), "{m}");
+        fs::write(d.path().join("etc/small"), "x\n").unwrap();
+        assert!(root.read_limited("/etc/small", 1).is_err());
+        assert_eq!(root.read_limited("/etc/small", 2).unwrap().unwrap(), b"x\n");
+        // A symlink in a parent leads inside the root, never to the host's file.
+        std::os::unix::fs::symlink("/", d.path().join("up")).unwrap();
+        assert_eq!(root.read("/up/etc/small").unwrap().unwrap(), b"x\n");
+        assert!(root
+            .no_follow("/up/etc/small")
+            .unwrap()
+            .starts_with(root.base()));
     }
 
     #[test]
