@@ -697,3 +697,128 @@ fn a_full_disk_during_a_run_is_a_clear_error_and_rolls_back() {
     }
     assert_eq!(std::fs::read_to_string(gpath(root, RULES)).unwrap(), big);
 }
+
+/// H6: a command that finished (its finish time journaled) but whose `created` record was never written
+/// (killed right after): what it created before it finished is removed, what appeared later is kept.
+#[test]
+fn recovery_removes_only_what_the_finished_command_created() {
+    let (_host, g) = setup();
+    let root = g.path();
+    let boot = gpath(root, "/boot");
+    std::fs::create_dir_all(&boot).unwrap();
+    std::fs::write(boot.join("vmlinuz-1"), "old kernel\n").unwrap();
+    // Made by the command, before it finished.
+    std::fs::write(boot.join("initrd.img-1.new"), "the command's\n").unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    let finished = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64;
+    std::thread::sleep(Duration::from_millis(50));
+    // After it finished: not the run's.
+    std::fs::write(boot.join("vmlinuz-2"), "new kernel\n").unwrap();
+    let id = "20990101T000000Z-0001";
+    write_journal(
+        root,
+        id,
+        &[
+            begin(id),
+            serde_json::json!({"event":"snapshot","dir":"/boot","recursive":false,
+                "entries":["vmlinuz-1"]}),
+            serde_json::json!({"event":"command-start","idx":1,"argv":["update-initramfs","-u"],
+                "phase":"post","reversible":true,"note":""}),
+            serde_json::json!({"event":"command-done","idx":1,"argv":["update-initramfs","-u"],
+                "status":0,"signal":null,"ok":true,"output":"","time_ns":finished}),
+        ],
+    );
+    let o = run(root, &["rollback"], Duration::from_secs(60));
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(!boot.join("initrd.img-1.new").exists(), "{out}");
+    assert!(out.contains("removed  /boot/initrd.img-1.new"), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(boot.join("vmlinuz-2")).unwrap(),
+        "new kernel\n",
+        "{out}"
+    );
+    assert!(
+        out.contains("/boot/vmlinuz-2") && out.contains("kept"),
+        "{out}"
+    );
+    assert!(boot.join("vmlinuz-1").exists());
+}
+
+/// Point 5: when the journal cannot take another line (full disk, read-only file), the rollback is done
+/// all the same, says so, and leaves the run to be rolled back again.
+#[test]
+fn a_journal_that_cannot_be_written_does_not_stop_the_rollback() {
+    let (_host, g) = setup();
+    let root = g.path();
+    let id = "20990101T000000Z-0001";
+    let dir = write_journal(
+        root,
+        id,
+        &[
+            begin(id),
+            serde_json::json!({"event":"backup","seq":1,"path":RULES,"kind":"file",
+                "backup":"files/1","sha256":sha(RULES_TEXT.as_bytes()),"target":null,"meta":meta(),
+                "reason":"remove"}),
+            serde_json::json!({"event":"applied","seq":1,"path":RULES,"action":"remove",
+                "sha256":null,"findings":[]}),
+        ],
+    );
+    std::fs::write(dir.join("files/1"), RULES_TEXT).unwrap();
+    std::fs::remove_file(gpath(root, RULES)).unwrap();
+    let j = dir.join("journal.jsonl");
+    let st = Command::new("chattr").arg("+i").arg(&j).status().unwrap();
+    assert!(
+        st.success(),
+        "chattr +i (the scratch directory needs ext4 or xfs)"
+    );
+    let o = run(root, &["rollback"], Duration::from_secs(60));
+    let _ = Command::new("chattr").arg("-i").arg(&j).status();
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{out}");
+    assert!(out.contains("the journal cannot be updated"), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(gpath(root, RULES)).unwrap(),
+        RULES_TEXT,
+        "{out}"
+    );
+    // Still unfinished in the journal: the next rollback does it again (idempotent) and marks it.
+    let o = run(root, &["rollback"], Duration::from_secs(60));
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = run(root, &["runs", "--format", "json"], Duration::from_secs(60));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v[0]["state"], "rolled-back", "{v}");
+}
+
+/// H2: an exported image holds /etc/shadow and the host keys: it is created 0600 (raw and qcow2).
+#[test]
+fn exported_images_are_private() {
+    let (_host, g) = setup();
+    let src = g.path().join("disk.img");
+    std::fs::File::create(&src)
+        .unwrap()
+        .set_len(4 << 20)
+        .unwrap();
+    for (name, fmt) in [("out.raw", "raw"), ("out.qcow2", "qcow2")] {
+        let out = g.path().join(name);
+        let o = run(
+            g.path(),
+            &[
+                "export",
+                "--source",
+                src.to_str().unwrap(),
+                "--format",
+                fmt,
+                "-o",
+                out.to_str().unwrap(),
+            ],
+            Duration::from_secs(120),
+        );
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        let mode = std::fs::metadata(&out).unwrap().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{name} is {mode:o}");
+    }
+}
