@@ -206,7 +206,21 @@ pub fn apply_edits(edits: &[FileEdit], exists: bool, content: &str) -> Result<Op
             EditOp::Remove => cur = None,
             EditOp::Rewrite { rewriter, .. } => {
                 let input = cur.as_deref().unwrap_or("");
-                cur = Some(rewriter(input)?);
+                // A rewriter that panics on odd input is an error for this file, not the end of the run
+                // (exit codes stay 0-3, and a fix run in progress is finished and journaled).
+                let out =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rewriter(input)))
+                        .unwrap_or_else(|p| {
+                            let msg = p
+                                .downcast_ref::<&str>()
+                                .map(|s| s.to_string())
+                                .or_else(|| p.downcast_ref::<String>().cloned())
+                                .unwrap_or_default();
+                            Err(anyhow::anyhow!(
+                                "the rewrite failed (internal error: {msg})"
+                            ))
+                        });
+                cur = Some(out?);
             }
         }
     }
@@ -355,6 +369,15 @@ mod tests {
             apply_edits(&[FileEdit::remove("/etc/x")], true, "a\n").unwrap(),
             None
         );
+    }
+
+    #[test]
+    fn a_panicking_rewriter_is_an_error_for_its_file() {
+        let p = FileEdit::rewrite("/etc/x", Validator::None, |s| {
+            Ok(s.lines().nth(5).expect("line 6").to_string())
+        });
+        let e = apply_edits(&[p], true, "a\n").unwrap_err();
+        assert!(format!("{e:#}").contains("line 6"), "{e:#}");
     }
 
     #[test]

@@ -30,6 +30,7 @@ pub mod swap;
 use anyhow::{bail, Context, Result};
 use pipeline::Sink as _;
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -437,6 +438,7 @@ pub fn export_file(root: &Path, a: &ExportOptions) -> Result<ExportSummary> {
         .write(true)
         .read(true)
         .create_new(true)
+        .mode(0o600) // a disk image holds /etc/shadow and host keys
         .open(&tmp_path)
         .with_context(|| format!("creating {}", tmp_path.display()))?;
     let mut tmp = TempFile(Some(tmp_path.clone()));

@@ -5,7 +5,9 @@ use super::*;
 
 struct Run<'a> {
     root: &'a Root,
-    dir: PathBuf,
+    /// The run directory and its backup area `files/` (both 0700).
+    dir: Dir,
+    files: Dir,
     journal: Journal,
     seq: u64,
     backed_up: HashSet<String>,
@@ -35,8 +37,9 @@ impl Run<'_> {
             bail!("{dev} has no partition table");
         };
         let data = disk.read_areas(&areas)?;
-        let rel = format!("files/bootcode-{idx}");
-        self.write_backup_file(&rel, &data)?;
+        let name = format!("bootcode-{idx}");
+        self.write_backup_file(&name, &data, 0o600)?;
+        let rel = format!("files/{name}");
         self.journal.append(&Entry::BootCode {
             device: dev.to_string(),
             areas,
@@ -46,18 +49,22 @@ impl Run<'_> {
         })
     }
 
-    /// A backup copy in the run directory, durable (file and directory synced) before it is journaled.
-    fn write_backup_file(&self, rel: &str, bytes: &[u8]) -> Result<()> {
-        let host = self.dir.join(rel);
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&host)
-            .with_context(|| format!("creating backup {}", host.display()))?;
-        f.write_all(bytes)
-            .and_then(|_| f.sync_all())
-            .with_context(|| format!("writing backup {}", host.display()))?;
-        atomic::fsync_dir(&self.dir.join("files"))
+    /// A backup copy `files/<name>` in the run directory, with the original's permission bits (never
+    /// wider: a copy of a 0600 secret stays 0600), durable (file and directory synced) before it is
+    /// journaled. A copy that cannot be written whole (a full disk) is removed again.
+    fn write_backup_file(&self, name: &str, bytes: &[u8], mode: u32) -> Result<()> {
+        let mut f = self.files.create_new(name, mode & 0o777)?;
+        if let Err(e) = f.write_all(bytes).and_then(|_| f.sync_all()) {
+            drop(f);
+            let _ = self.files.unlink(name);
+            return Err(e).with_context(|| {
+                format!(
+                    "writing the backup copy {}",
+                    self.files.host.join(name).display()
+                )
+            });
+        }
+        self.files.sync()
     }
 
     fn backup(&mut self, path: &str, reason: &str) -> Result<()> {
@@ -74,13 +81,12 @@ impl Run<'_> {
         let seq = self.seq;
         let entry = match existing {
             Existing::File { bytes, meta } => {
-                let rel = format!("files/{seq}");
-                self.write_backup_file(&rel, &bytes)?;
+                self.write_backup_file(&seq.to_string(), &bytes, meta.mode)?;
                 Entry::Backup {
                     seq,
                     path: path.to_string(),
                     kind: Kind::File,
-                    backup: Some(rel),
+                    backup: Some(format!("files/{seq}")),
                     sha256: Some(atomic::sha256(&bytes)),
                     target: None,
                     meta,
@@ -211,6 +217,20 @@ impl Run<'_> {
             }
             Some(text) => {
                 self.backup(&r.guest, if exists { "rewrite" } else { "create" })?;
+                // The edit was computed from one read, the backup made from another: on a live system
+                // the file may have changed in between (M6). Then the edit is not written over it.
+                if root.is_dir(&parent) {
+                    let now = match Dir::open(root, &parent)?.read(&name)? {
+                        Existing::File { bytes, .. } => Some(bytes),
+                        _ => None,
+                    };
+                    if now.as_deref() != exists.then_some(content.as_bytes()) {
+                        bail!(
+                            "{} changed while it was being fixed: not changed (run fix again)",
+                            root.display(&r.guest)
+                        );
+                    }
+                }
                 let journal = &mut self.journal;
                 let mut made: Vec<String> = Vec::new();
                 let d = atomic::ensure_dir(root, &parent, &mut |p| {
@@ -389,6 +409,7 @@ impl Run<'_> {
             signal: outcome.signal,
             ok: outcome.ok(),
             output: outcome.output.clone(),
+            time_ns: Some(now_ns()),
         })?;
         for (dir, recursive, before) in watched {
             let before: HashSet<String> = before.into_iter().collect();
@@ -417,6 +438,14 @@ impl Run<'_> {
     }
 }
 
+/// Now, in ns since the epoch (comparable with inode change times).
+pub(super) fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
 fn last_lines(s: &str, n: usize) -> String {
     let v: Vec<&str> = s.trim_end().lines().collect();
     v[v.len().saturating_sub(n)..].join(" | ")
@@ -440,22 +469,37 @@ pub fn execute(root: &Root, config: &Config, plan: &Plan, opts: &ExecOptions) ->
     }
     let runs = runs_dir(root)?;
     let now = std::time::SystemTime::now();
-    let seq = std::fs::read_dir(&runs.host)
-        .with_context(|| format!("listing {}", root.display(RUNS_DIR)))?
-        .flatten()
-        .filter_map(|e| {
-            let n = e.file_name().to_string_lossy().into_owned();
-            n.rsplit_once('-')
+    let mut seq = runs
+        .list()?
+        .iter()
+        .filter_map(|n| {
+            n.to_str()?
+                .rsplit_once('-')
                 .and_then(|(_, s)| s.parse::<usize>().ok())
         })
         .max()
         .unwrap_or(0)
         + 1;
-    let id = journal::new_run_id(now, seq);
-    runs.mkdir(&id)?;
-    let dir = runs.host.join(&id);
-    std::fs::create_dir(dir.join("files")).context("creating the backup area")?;
-    atomic::fsync_dir(&dir)?;
+    // A new directory of its own: an existing entry of that name (planted, or a clock set back) is never
+    // reused, the next sequence number is tried instead.
+    let id = loop {
+        let id = journal::new_run_id(now, seq);
+        if runs.mkdir_new(&id, 0o700)? {
+            break id;
+        }
+        seq += 1;
+        if seq > 1_000_000 {
+            bail!(
+                "cannot create a run directory in {}",
+                root.display(RUNS_DIR)
+            );
+        }
+    };
+    let dir = runs.open_sub(&id)?;
+    if !dir.mkdir_new("files", 0o700)? {
+        bail!("{}/files exists in a new run directory", dir.guest);
+    }
+    let files = dir.open_sub("files")?;
     let mut journal = Journal::create(&dir)?;
     let unix = now
         .duration_since(std::time::UNIX_EPOCH)
@@ -494,7 +538,8 @@ pub fn execute(root: &Root, config: &Config, plan: &Plan, opts: &ExecOptions) ->
     };
     let mut run = Run {
         root,
-        dir: dir.clone(),
+        dir,
+        files,
         journal,
         seq: 0,
         backed_up: HashSet::new(),
@@ -536,7 +581,7 @@ pub fn execute(root: &Root, config: &Config, plan: &Plan, opts: &ExecOptions) ->
         run.report
     };
     if failed {
-        match rollback_dir(root, &id, &dir, "a step of the run failed") {
+        match rollback_dir(root, &id, &run.dir, "a step of the run failed") {
             Ok(rb) => {
                 report.irreversible = rb.irreversible;
                 report.errors.extend(rb.errors);

@@ -48,6 +48,23 @@ fn cstr(p: &OsStr) -> Result<CString> {
     CString::new(p.as_bytes()).map_err(|_| anyhow!("path contains a NUL byte"))
 }
 
+/// Size limit of a guest file read into memory whole ([`Dir::read`]): backups of initramfs images fit.
+pub const MAX_FILE: u64 = 1 << 30;
+
+/// Read all of `f` (whose size is said to be `size`), refusing more than `limit` bytes (a sparse 10 GB
+/// "config file" is an error, not an out-of-memory kill).
+pub fn read_capped(f: &mut impl Read, size: u64, limit: u64) -> Result<Vec<u8>> {
+    if size > limit {
+        bail!("file too large ({size} bytes; the limit is {limit})");
+    }
+    let mut bytes = Vec::with_capacity(size as usize);
+    f.take(limit + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        bail!("file too large (more than {limit} bytes)");
+    }
+    Ok(bytes)
+}
+
 fn errno<T>(what: impl FnOnce() -> String) -> Result<T> {
     Err(std::io::Error::last_os_error()).with_context(what)
 }
@@ -112,20 +129,32 @@ fn meta_of(st: &libc::stat) -> Meta {
 }
 
 /// The extended attributes of an open file (empty where the filesystem has none or does not support them).
+/// A list or value that grows between the size probe and the fetch (ERANGE) is fetched again.
 fn xattrs_of(fd: libc::c_int) -> Vec<(String, String)> {
-    // SAFETY: flistxattr/fgetxattr write at most the given sizes into buffers we own.
-    let names = unsafe {
-        let n = libc::flistxattr(fd, std::ptr::null_mut(), 0);
-        if n <= 0 {
-            return Vec::new();
+    /// Probe the size with `get(null, 0)`, then fetch; again while the value grows under us.
+    fn fetch(get: &dyn Fn(*mut u8, usize) -> isize) -> Option<Vec<u8>> {
+        for _ in 0..8 {
+            let n = get(std::ptr::null_mut(), 0);
+            if n < 0 {
+                return None;
+            }
+            let mut buf = vec![0u8; n as usize];
+            let m = get(buf.as_mut_ptr(), buf.len());
+            if m >= 0 {
+                buf.truncate(m as usize);
+                return Some(buf);
+            }
+            if std::io::Error::last_os_error().raw_os_error() != Some(libc::ERANGE) {
+                return None;
+            }
         }
-        let mut buf = vec![0u8; n as usize];
-        let n = libc::flistxattr(fd, buf.as_mut_ptr() as *mut libc::c_char, buf.len());
-        if n <= 0 {
-            return Vec::new();
-        }
-        buf.truncate(n as usize);
-        buf
+        log::warn!("extended attributes keep changing: not kept");
+        None
+    }
+    // SAFETY: flistxattr writes at most the given size into a buffer we own.
+    let Some(names) = fetch(&|p, n| unsafe { libc::flistxattr(fd, p as *mut libc::c_char, n) })
+    else {
+        return Vec::new();
     };
     let mut out = Vec::new();
     for name in names.split(|b| *b == 0).filter(|n| !n.is_empty()) {
@@ -133,23 +162,10 @@ fn xattrs_of(fd: libc::c_int) -> Vec<(String, String)> {
             continue;
         };
         // SAFETY: as above.
-        let value = unsafe {
-            let n = libc::fgetxattr(fd, cname.as_ptr(), std::ptr::null_mut(), 0);
-            if n < 0 {
-                continue;
-            }
-            let mut v = vec![0u8; n as usize];
-            let n = libc::fgetxattr(
-                fd,
-                cname.as_ptr(),
-                v.as_mut_ptr() as *mut libc::c_void,
-                v.len(),
-            );
-            if n < 0 {
-                continue;
-            }
-            v.truncate(n as usize);
-            v
+        let Some(value) = fetch(&|p, n| unsafe {
+            libc::fgetxattr(fd, cname.as_ptr(), p as *mut libc::c_void, n)
+        }) else {
+            continue;
         };
         out.push((
             String::from_utf8_lossy(name).into_owned(),
@@ -242,6 +258,25 @@ impl Dir {
         cstr(OsStr::new(name))
     }
 
+    /// `openat(2)` of `name` in this directory (`O_NOFOLLOW | O_CLOEXEC` added), as an owned descriptor.
+    fn openat(&self, name: &str, flags: libc::c_int, mode: u32) -> Result<OwnedFd> {
+        let c = self.name(name)?;
+        // SAFETY: valid dirfd and NUL-terminated path.
+        let fd = unsafe {
+            libc::openat(
+                self.fd.as_raw_fd(),
+                c.as_ptr(),
+                flags | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                (mode & 0o777) as libc::c_uint,
+            )
+        };
+        if fd < 0 {
+            return errno(|| format!("opening {}", self.path_of(name)));
+        }
+        // SAFETY: fd was just opened and is owned here.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
     pub fn path_of(&self, name: &str) -> String {
         if self.guest == "/" {
             format!("/{name}")
@@ -272,27 +307,21 @@ impl Dir {
         Ok(Some(st))
     }
 
-    /// What is at `name` now (read without following a final symlink).
+    /// What is at `name` now (read without following a final symlink). A regular file larger than
+    /// [`MAX_FILE`] is an error naming it.
     pub fn read(&self, name: &str) -> Result<Existing> {
+        self.read_limited(name, MAX_FILE)
+    }
+
+    /// [`read`](Self::read) with another size limit.
+    pub fn read_limited(&self, name: &str, limit: u64) -> Result<Existing> {
         let Some(st) = self.lstat(name)? else {
             return Ok(Existing::Absent);
         };
         match st.st_mode & libc::S_IFMT {
             libc::S_IFREG => {
-                let c = self.name(name)?;
-                // SAFETY: valid dirfd and path.
-                let fd = unsafe {
-                    libc::openat(
-                        self.fd.as_raw_fd(),
-                        c.as_ptr(),
-                        libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK,
-                    )
-                };
-                if fd < 0 {
-                    return errno(|| format!("opening {}", self.path_of(name)));
-                }
-                // SAFETY: fd is ours.
-                let mut f = unsafe { std::fs::File::from_raw_fd(fd) };
+                let mut f =
+                    std::fs::File::from(self.openat(name, libc::O_RDONLY | libc::O_NONBLOCK, 0)?);
                 let mut st2: libc::stat = unsafe { std::mem::zeroed() };
                 // SAFETY: fd valid.
                 if unsafe { libc::fstat(f.as_raw_fd(), &mut st2) } < 0 {
@@ -301,8 +330,7 @@ impl Dir {
                 if st2.st_ino != st.st_ino || st2.st_mode & libc::S_IFMT != libc::S_IFREG {
                     bail!("{} changed type under us", self.path_of(name));
                 }
-                let mut bytes = Vec::new();
-                f.read_to_end(&mut bytes)
+                let bytes = read_capped(&mut f, st2.st_size as u64, limit)
                     .with_context(|| format!("reading {}", self.path_of(name)))?;
                 let mut meta = meta_of(&st2);
                 meta.xattrs = xattrs_of(f.as_raw_fd());
@@ -422,13 +450,19 @@ impl Dir {
         }
         // SAFETY: valid pointers.
         unsafe {
-            libc::fchownat(
+            if libc::fchownat(
                 self.fd.as_raw_fd(),
                 ctmp.as_ptr(),
                 meta.uid,
                 meta.gid,
                 libc::AT_SYMLINK_NOFOLLOW,
-            );
+            ) < 0
+            {
+                let e = std::io::Error::last_os_error();
+                self.unlink_quiet(&tmp);
+                return Err(e)
+                    .with_context(|| format!("setting the owner of {}", self.path_of(name)));
+            }
             let ts = [
                 libc::timespec {
                     tv_sec: 0,
@@ -439,12 +473,20 @@ impl Dir {
                     tv_nsec: meta.mtime_nsec,
                 },
             ];
-            libc::utimensat(
+            if libc::utimensat(
                 self.fd.as_raw_fd(),
                 ctmp.as_ptr(),
                 ts.as_ptr(),
                 libc::AT_SYMLINK_NOFOLLOW,
-            );
+            ) < 0
+            {
+                // The link and its owner are what matter; its time is cosmetic.
+                log::warn!(
+                    "{}: modification time not kept: {}",
+                    self.path_of(name),
+                    std::io::Error::last_os_error()
+                );
+            }
         }
         self.commit_tmp(&tmp, &ctmp, name)
     }
@@ -516,6 +558,170 @@ impl Dir {
         }
         self.sync()?;
         Ok(true)
+    }
+
+    /// The subdirectory `name`, opened without following a symlink there.
+    pub fn open_sub(&self, name: &str) -> Result<Dir> {
+        Ok(Dir {
+            fd: self.openat(name, libc::O_RDONLY | libc::O_DIRECTORY, 0)?,
+            host: self.host.join(name),
+            guest: self.path_of(name),
+        })
+    }
+
+    /// Create the subdirectory `name` with `mode` (exactly: the umask does not apply). `Ok(false)` when
+    /// something already has that name (it is not reused).
+    pub fn mkdir_new(&self, name: &str, mode: u32) -> Result<bool> {
+        let c = self.name(name)?;
+        // SAFETY: valid pointers.
+        if unsafe { libc::mkdirat(self.fd.as_raw_fd(), c.as_ptr(), 0o700) } < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EEXIST) {
+                return Ok(false);
+            }
+            return Err(e).with_context(|| format!("creating {}", self.path_of(name)));
+        }
+        let d = self.open_sub(name)?;
+        // SAFETY: fd valid.
+        if unsafe { libc::fchmod(d.fd.as_raw_fd(), mode as libc::mode_t) } < 0 {
+            return errno(|| format!("setting the mode of {}", self.path_of(name)));
+        }
+        self.sync()?;
+        Ok(true)
+    }
+
+    /// Create the new regular file `name` (never an existing entry, never through a symlink) with
+    /// exactly `mode`.
+    pub fn create_new(&self, name: &str, mode: u32) -> Result<std::fs::File> {
+        let f = std::fs::File::from(
+            self.openat(name, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL, mode)
+                .with_context(|| format!("creating {}", self.path_of(name)))?,
+        );
+        // SAFETY: fd valid.
+        if unsafe { libc::fchmod(f.as_raw_fd(), (mode & 0o777) as libc::mode_t) } < 0 {
+            return errno(|| format!("setting the mode of {}", self.path_of(name)));
+        }
+        Ok(f)
+    }
+
+    /// Open the regular file `name` (`flags`: O_RDONLY, O_RDWR, O_WRONLY|O_APPEND, ...; with O_CREAT it is
+    /// created with `mode` when absent). A symlink, FIFO, device or directory there is an error: nothing
+    /// is opened through it. `Ok(None)` when absent (and not created).
+    pub fn open_file(
+        &self,
+        name: &str,
+        flags: libc::c_int,
+        mode: u32,
+    ) -> Result<Option<std::fs::File>> {
+        if let Some(st) = self.lstat(name)? {
+            if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+                bail!(
+                    "{} is {}, not a regular file: refusing to open it",
+                    self.path_of(name),
+                    type_name(st.st_mode)
+                );
+            }
+        } else if flags & libc::O_CREAT == 0 {
+            return Ok(None);
+        }
+        let f = std::fs::File::from(self.openat(name, flags | libc::O_NONBLOCK, mode)?);
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: fd valid.
+        if unsafe { libc::fstat(f.as_raw_fd(), &mut st) } < 0 {
+            return errno(|| format!("inspecting {}", self.path_of(name)));
+        }
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+            bail!("{} is not a regular file", self.path_of(name));
+        }
+        Ok(Some(f))
+    }
+
+    /// Entry names of this directory (read through its descriptor), sorted; names that are not UTF-8
+    /// are returned as they are.
+    pub fn list(&self) -> Result<Vec<std::ffi::OsString>> {
+        let p = format!("/proc/self/fd/{}", self.fd.as_raw_fd());
+        let mut names: Vec<std::ffi::OsString> = Vec::new();
+        for e in std::fs::read_dir(&p).with_context(|| format!("listing {}", self.guest))? {
+            names.push(
+                e.with_context(|| format!("listing {}", self.guest))?
+                    .file_name(),
+            );
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    /// `fstat` of this directory.
+    pub fn fstat(&self) -> Result<libc::stat> {
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: fd valid, st a valid out-parameter.
+        if unsafe { libc::fstat(self.fd.as_raw_fd(), &mut st) } < 0 {
+            return errno(|| format!("inspecting {}", self.guest));
+        }
+        Ok(st)
+    }
+
+    /// `lstat` of `name` (None when absent).
+    pub fn stat(&self, name: &str) -> Result<Option<libc::stat>> {
+        self.lstat(name)
+    }
+
+    /// Remove `name` and, when it is a directory, everything in it, through directory descriptors: a
+    /// symlink is removed, never followed, and a mount point (another filesystem) is not entered.
+    pub fn remove_tree(&self, name: &str) -> Result<()> {
+        let Some(st) = self.lstat(name)? else {
+            return Ok(());
+        };
+        if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
+            return self.unlink(name);
+        }
+        let sub = self.open_sub(name)?;
+        let mut sst: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: fd valid.
+        if unsafe { libc::fstat(sub.fd.as_raw_fd(), &mut sst) } < 0 {
+            return errno(|| format!("inspecting {}", self.path_of(name)));
+        }
+        let mut dst: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: fd valid.
+        if unsafe { libc::fstat(self.fd.as_raw_fd(), &mut dst) } < 0 {
+            return errno(|| format!("inspecting {}", self.guest));
+        }
+        if sst.st_dev != dst.st_dev {
+            bail!("{} is a mount point: not removing it", self.path_of(name));
+        }
+        for n in sub.list()? {
+            let Some(n) = n.to_str() else {
+                // Cannot be named through the &str API: remove it by its bytes.
+                let c = CString::new(n.as_bytes()).map_err(|_| anyhow!("NUL in a name"))?;
+                // SAFETY: valid pointers; AT_REMOVEDIR is tried when it is a directory.
+                unsafe {
+                    if libc::unlinkat(sub.fd.as_raw_fd(), c.as_ptr(), 0) < 0 {
+                        libc::unlinkat(sub.fd.as_raw_fd(), c.as_ptr(), libc::AT_REMOVEDIR);
+                    }
+                }
+                continue;
+            };
+            sub.remove_tree(n)?;
+        }
+        if !self.rmdir(name)? {
+            bail!("{} could not be removed (not empty)", self.path_of(name));
+        }
+        Ok(())
+    }
+
+    /// A new private (0700) directory `<prefix><random>` here, like mkdtemp(3). Returns its name and the
+    /// open directory.
+    pub fn mkdtemp(&self, prefix: &str) -> Result<(String, Dir)> {
+        for _ in 0..100 {
+            let mut r = [0u8; 6];
+            random_bytes(&mut r);
+            let name = format!("{prefix}{}", hex::encode(r));
+            if self.mkdir_new(&name, 0o700)? {
+                let d = self.open_sub(&name)?;
+                return Ok((name, d));
+            }
+        }
+        bail!("cannot create a temporary directory in {}", self.guest)
     }
 
     pub fn sync(&self) -> Result<()> {
@@ -619,13 +825,13 @@ mod tests {
                 0,
             )
         };
-        if r != 0 {
-            eprintln!(
-                "skipped: no user xattrs here: {}",
-                std::io::Error::last_os_error()
-            );
-            return;
-        }
+        assert_eq!(
+            r,
+            0,
+            "setting a user xattr in /var/tmp failed ({}): this test needs a filesystem with user \
+             extended attributes there (ext4, xfs, btrfs)",
+            std::io::Error::last_os_error()
+        );
         let root = Root::new(d.path()).unwrap();
         let dir = Dir::open(&root, "/etc").unwrap();
         let Existing::File { meta, .. } = dir.read("conf").unwrap() else {

@@ -117,9 +117,11 @@ impl Disk {
         }
         let mut at = 0usize;
         for &(o, l) in areas {
-            if o < MBR_CODE && o + l > MBR_CODE {
+            // The disk signature and the partition table (bytes 440-511) are never written.
+            let end = o.checked_add(l).filter(|&e| e <= self.size);
+            if end.is_none_or(|e| o < partition::SECTOR && e > MBR_CODE) {
                 bail!(
-                    "refusing to write over the partition table of {}",
+                    "refusing to write bytes {o}+{l} of {}: the partition table, or past the end",
                     self.path
                 );
             }
@@ -226,6 +228,32 @@ mod tests {
         assert_ne!(identity(&other, &t), id);
         let t2 = Table::Mbr(vec![part(1, 1 << 20, 1 << 30, "8e")]);
         assert_ne!(identity(&s0, &t2), id);
+    }
+
+    #[test]
+    fn the_partition_table_is_never_written() {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        let mut img = vec![0u8; 1 << 16];
+        img[440..512].fill(0x77);
+        std::fs::write(f.path(), &img).unwrap();
+        let d = Disk::open(f.path().to_str().unwrap(), true).unwrap();
+        for areas in [
+            vec![(446u64, 64u64)],
+            vec![(0, 512)],
+            vec![(500, 100)],
+            vec![(60000, 8000)],
+        ] {
+            let n: u64 = areas.iter().map(|a| a.1).sum();
+            assert!(
+                d.write_areas(&areas, &vec![1u8; n as usize]).is_err(),
+                "{areas:?}"
+            );
+        }
+        assert!(d.write_areas(&[(u64::MAX - 2, 4)], &[1u8; 4]).is_err());
+        d.write_areas(&[(0, 440), (512, 512)], &[2u8; 952]).unwrap();
+        let now = std::fs::read(f.path()).unwrap();
+        assert_eq!(now[440..512], img[440..512]);
+        assert!(now[..440].iter().all(|&b| b == 2) && now[512..1024].iter().all(|&b| b == 2));
     }
 
     #[test]

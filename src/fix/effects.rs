@@ -105,41 +105,37 @@ pub(super) fn effects(argv: &[String]) -> Effects {
     }
 }
 
-/// Entries (relative paths, parents before children) of a guest directory tree, not crossing filesystems.
+/// Entries (relative paths, parents before children) of a guest directory tree, not crossing filesystems,
+/// read through directory descriptors (a symlink in the tree is listed, never entered). A name that is not
+/// UTF-8 cannot be journaled (nor backed up, nor restored): it is an error naming it.
 pub(super) fn list_tree(root: &Root, dir: &str, recursive: bool) -> Result<Vec<String>> {
-    use std::os::unix::fs::MetadataExt;
     let r = root.resolve(dir)?;
-    let Ok(top) = std::fs::symlink_metadata(&r.host) else {
-        return Ok(Vec::new());
-    };
-    if !top.is_dir() {
+    if !root.is_dir(&r.guest) {
         return Ok(Vec::new());
     }
+    let top = Dir::open(root, &r.guest)?;
+    let dev = top.fstat()?.st_dev;
     let mut out = Vec::new();
-    let mut stack = vec![String::new()];
-    while let Some(rel) = stack.pop() {
-        let host = if rel.is_empty() {
-            r.host.clone()
-        } else {
-            r.host.join(&rel)
-        };
-        let mut names: Vec<String> = std::fs::read_dir(&host)
-            .with_context(|| format!("listing {}", host.display()))?
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        for n in names {
+    let mut stack = vec![(String::new(), top)];
+    while let Some((rel, d)) = stack.pop() {
+        for n in d.list()? {
+            let Some(n) = n.to_str() else {
+                bail!(
+                    "{}/{}: the name is not UTF-8, so it cannot be backed up and restored (rename it first)",
+                    d.guest,
+                    n.to_string_lossy()
+                );
+            };
             let relp = if rel.is_empty() {
-                n.clone()
+                n.to_string()
             } else {
                 format!("{rel}/{n}")
             };
             out.push(relp.clone());
             if recursive {
-                if let Ok(m) = std::fs::symlink_metadata(host.join(&n)) {
-                    if m.is_dir() && m.dev() == top.dev() {
-                        stack.push(relp);
+                if let Some(st) = d.stat(n)? {
+                    if st.st_mode & libc::S_IFMT == libc::S_IFDIR && st.st_dev == dev {
+                        stack.push((relp, d.open_sub(n)?));
                     }
                 }
             }

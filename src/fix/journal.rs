@@ -5,10 +5,11 @@
 //! Fault injection for tests: with `CLOUDPREP_FAULT_STEP=N` the process SIGKILLs itself right after the
 //! N-th journal entry it wrote is durable.
 
+use super::atomic::{Dir, Existing};
 use crate::checks::Phase;
-use anyhow::{Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -132,6 +133,10 @@ pub enum Entry {
         signal: Option<i32>,
         ok: bool,
         output: String,
+        /// When the command had finished (ns since the epoch): what in its trees changed no later than
+        /// this (inode change time) is the command's; anything newer was changed after it, and is kept.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        time_ns: Option<i64>,
     },
     /// The forward run ended: `applied` or `failed` (a failed run is rolled back next).
     Finished {
@@ -164,47 +169,76 @@ pub fn steps_written() -> u64 {
 
 pub struct Journal {
     file: File,
+    /// Bytes of complete lines in the file (a failed append is cut back to this).
+    len: u64,
     pub dir: PathBuf,
 }
 
+/// Size limit of a journal read whole (a planted endless or huge file is an error, not an OOM).
+pub const MAX_JOURNAL: u64 = 256 << 20;
+
 impl Journal {
-    /// Create the journal of a new run in `dir` (which exists).
-    pub fn create(dir: &Path) -> Result<Journal> {
-        let p = dir.join(JOURNAL);
-        let file = OpenOptions::new()
-            .append(true)
-            .create_new(true)
-            .open(&p)
-            .with_context(|| format!("creating {}", p.display()))?;
-        super::atomic::fsync_dir(dir)?;
+    /// Create the journal of a new run in the run directory `dir` (0600: it names every changed file).
+    pub fn create(dir: &Dir) -> Result<Journal> {
+        let file = dir.create_new(JOURNAL, 0o600)?;
+        dir.sync()?;
         Ok(Journal {
             file,
-            dir: dir.to_path_buf(),
+            len: 0,
+            dir: dir.host.clone(),
         })
     }
 
-    /// Reopen an existing run's journal to append to it.
-    pub fn open(dir: &Path) -> Result<Journal> {
-        let p = dir.join(JOURNAL);
-        let file = OpenOptions::new()
-            .append(true)
-            .open(&p)
-            .with_context(|| format!("opening {}", p.display()))?;
+    /// Reopen an existing run's journal to append to it (never through a symlink). A torn last line (a
+    /// crash or a full disk in the middle of a write) is cut off first, so the next entry starts a line of
+    /// its own.
+    pub fn open(dir: &Dir) -> Result<Journal> {
+        let p = dir.host.join(JOURNAL);
+        let mut file = dir
+            .open_file(JOURNAL, libc::O_RDWR | libc::O_APPEND, 0)?
+            .ok_or_else(|| anyhow!("{} does not exist", p.display()))?;
+        let size = file.metadata()?.len();
+        let bytes = super::atomic::read_capped(&mut file, size, MAX_JOURNAL)
+            .with_context(|| format!("reading {}", p.display()))?;
+        let len = bytes
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i as u64 + 1);
+        if len != bytes.len() as u64 {
+            log::warn!(
+                "{}: cutting off a torn last line ({} bytes)",
+                p.display(),
+                bytes.len() as u64 - len
+            );
+            file.set_len(len)
+                .and_then(|_| file.sync_all())
+                .with_context(|| format!("trimming {}", p.display()))?;
+        }
         Ok(Journal {
             file,
-            dir: dir.to_path_buf(),
+            len,
+            dir: dir.host.clone(),
         })
     }
 
-    /// Append one entry and make it durable before returning.
+    /// Append one entry and make it durable before returning. When it cannot be written whole (a full
+    /// disk), the partial line is cut off again and the error returned.
     pub fn append(&mut self, e: &Entry) -> Result<()> {
         let mut line = serde_json::to_string(e)?;
         line.push('\n');
         let p = self.dir.join(JOURNAL);
-        self.file
+        if let Err(err) = self
+            .file
             .write_all(line.as_bytes())
             .and_then(|_| self.file.sync_data())
-            .with_context(|| format!("writing {}", p.display()))?;
+        {
+            let _ = self
+                .file
+                .set_len(self.len)
+                .and_then(|_| self.file.sync_data());
+            return Err(err).with_context(|| format!("writing {}", p.display()));
+        }
+        self.len += line.len() as u64;
         let n = STEPS.fetch_add(1, Ordering::SeqCst) + 1;
         if fault_step() == Some(n) {
             log::warn!("CLOUDPREP_FAULT_STEP={n}: killing myself");
@@ -214,11 +248,21 @@ impl Journal {
     }
 }
 
-/// Read a journal. A torn final line (a crash in the middle of a write) is ignored; a bad line elsewhere
-/// is an error.
-pub fn read(dir: &Path) -> Result<Vec<Entry>> {
-    let p = dir.join(JOURNAL);
-    let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+/// Read the journal of the run directory `dir` (a regular file, never followed through a symlink). A torn
+/// final line (a crash in the middle of a write) is ignored; a bad line elsewhere is an error.
+pub fn read(dir: &Dir) -> Result<Vec<Entry>> {
+    let p = dir.host.join(JOURNAL);
+    let bytes = match dir.read_limited(JOURNAL, MAX_JOURNAL)? {
+        Existing::File { bytes, .. } => bytes,
+        Existing::Absent => bail!("{} does not exist", p.display()),
+        Existing::Symlink { .. } => bail!("{} is a symbolic link: not a journal", p.display()),
+        Existing::Other(t) => bail!("{} is {t}: not a journal", p.display()),
+    };
+    let text = String::from_utf8(bytes).with_context(|| format!("reading {}", p.display()))?;
+    parse(&text).with_context(|| format!("reading {}", p.display()))
+}
+
+fn parse(text: &str) -> Result<Vec<Entry>> {
     let lines: Vec<&str> = text.split_inclusive('\n').collect();
     let mut out = Vec::new();
     for (i, l) in lines.iter().enumerate() {
@@ -230,7 +274,7 @@ pub fn read(dir: &Path) -> Result<Vec<Entry>> {
             Ok(e) => out.push(e),
             Err(_) if last && !l.ends_with('\n') => break,
             Err(e) => {
-                return Err(e).with_context(|| format!("{}: line {}", p.display(), i + 1));
+                return Err(e).with_context(|| format!("line {}", i + 1));
             }
         }
     }
@@ -378,28 +422,97 @@ mod tests {
         assert_eq!(rfc3339(1795650243), "2026-11-25T23:44:03Z");
     }
 
+    fn dir_of(d: &tempfile::TempDir) -> (crate::guest::root::Root, Dir) {
+        let root = crate::guest::root::Root::new(d.path()).unwrap();
+        let dir = Dir::open(&root, "/").unwrap();
+        (root, dir)
+    }
+
+    #[test]
+    fn a_full_disk_never_leaves_a_torn_line() {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "this test mounts a small tmpfs: run it as root"
+        );
+        let d = tempfile::tempdir().unwrap();
+        nix::mount::mount(
+            Some("tmpfs"),
+            d.path(),
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            Some("size=8k"),
+        )
+        .unwrap();
+        struct Umount(std::path::PathBuf);
+        impl Drop for Umount {
+            fn drop(&mut self) {
+                let _ = nix::mount::umount(&self.0);
+            }
+        }
+        let _u = Umount(d.path().to_path_buf());
+        let (_root, dir) = dir_of(&d);
+        let mut j = Journal::create(&dir).unwrap();
+        let reason = "x".repeat(3000);
+        let mut written = 0;
+        let err = loop {
+            match j.append(&Entry::RollbackStart {
+                reason: reason.clone(),
+            }) {
+                Ok(()) => written += 1,
+                Err(e) => break e,
+            }
+            assert!(written < 10, "the 8 KiB filesystem never filled up");
+        };
+        assert!(format!("{err:#}").contains("No space left"), "{err:#}");
+        let text = std::fs::read_to_string(d.path().join(JOURNAL)).unwrap();
+        assert!(text.ends_with('\n'), "a torn line was left behind");
+        assert_eq!(read(&dir).unwrap().len(), written);
+        // A short entry still fits in what is left, as a line of its own.
+        let mut j = Journal::open(&dir).unwrap();
+        j.append(&Entry::RollbackStart { reason: "y".into() })
+            .unwrap();
+        assert_eq!(read(&dir).unwrap().len(), written + 1);
+    }
+
     #[test]
     fn torn_last_line_is_ignored_and_state_replays() {
         let d = tempfile::tempdir().unwrap();
-        let mut j = Journal::create(d.path()).unwrap();
+        let (_root, dir) = dir_of(&d);
+        let mut j = Journal::create(&dir).unwrap();
         j.append(&Entry::RollbackStart { reason: "x".into() })
             .unwrap();
-        assert_eq!(state_of(&read(d.path()).unwrap()), RunState::RollingBack);
+        assert_eq!(state_of(&read(&dir).unwrap()), RunState::RollingBack);
         std::fs::OpenOptions::new()
             .append(true)
             .open(d.path().join(JOURNAL))
             .unwrap()
             .write_all(b"{\"event\":\"rolled-b")
             .unwrap();
-        let e = read(d.path()).unwrap();
+        let e = read(&dir).unwrap();
         assert_eq!(e.len(), 1);
         assert_eq!(state_of(&e), RunState::RollingBack);
+        // Reopened: the torn text is cut off, so the next entry is a line of its own (M1).
+        let mut j = Journal::open(&dir).unwrap();
+        j.append(&Entry::RollbackStart { reason: "y".into() })
+            .unwrap();
+        let e = read(&dir).unwrap();
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(!std::fs::read_to_string(d.path().join(JOURNAL))
+            .unwrap()
+            .contains("rolled-b"));
         // A bad line in the middle is an error, not silently skipped.
         std::fs::write(
             d.path().join(JOURNAL),
             "garbage\n{\"event\":\"rollback-start\",\"reason\":\"x\"}\n",
         )
         .unwrap();
-        assert!(read(d.path()).is_err());
+        assert!(read(&dir).is_err());
+        // A journal that is a symlink (to a host file) is not read, nor opened for appending.
+        let host = tempfile::NamedTempFile::new().unwrap();
+        std::fs::remove_file(d.path().join(JOURNAL)).unwrap();
+        std::os::unix::fs::symlink(host.path(), d.path().join(JOURNAL)).unwrap();
+        assert!(read(&dir).is_err());
+        assert!(Journal::open(&dir).is_err());
+        assert_eq!(std::fs::metadata(host.path()).unwrap().len(), 0);
     }
 }

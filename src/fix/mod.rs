@@ -35,7 +35,6 @@ use journal::{Entry, Journal, Kind, Meta, RunInfo, RunState, RUNS_DIR};
 use serde::Serialize;
 use std::collections::{BTreeSet, HashSet};
 use std::io::{BufRead, IsTerminal, Write};
-use std::path::PathBuf;
 
 /// Options of one execution.
 #[derive(Debug, Clone, Default)]
@@ -108,45 +107,54 @@ pub struct Lock {
     _f: std::fs::File,
 }
 
-/// Host path of the runs directory (created).
+/// The runs directory (created).
 fn runs_dir(root: &Root) -> Result<Dir> {
     atomic::ensure_dir(root, RUNS_DIR, &mut |_| Ok(()))
 }
 
+/// Take the lock (`runs/.lock`, opened through the runs directory: a symlink, FIFO or device planted
+/// there is refused, never opened).
 pub fn lock(root: &Root) -> Result<Lock> {
     use std::os::fd::AsRawFd;
     let d = runs_dir(root)?;
-    let p = d.host.join(".lock");
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&p)
-        .with_context(|| format!("opening {}", p.display()))?;
+    let f = d
+        .open_file(".lock", libc::O_RDWR | libc::O_CREAT, 0o600)?
+        .ok_or_else(|| anyhow::anyhow!("{}/.lock vanished", d.guest))?;
     // SAFETY: valid fd.
     if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         bail!(
             "another cloudprep fix or rollback is running on {} (lock {})",
             root.base().display(),
-            p.display()
+            root.display(format!("{RUNS_DIR}/.lock"))
         );
     }
     Ok(Lock { _f: f })
 }
 
-/// Every run recorded, oldest first.
+/// The directory of run `id`, opened without following a symlink (a run directory planted as a symlink
+/// is not a run).
+pub(crate) fn run_dir(root: &Root, id: &str) -> Result<Dir> {
+    Dir::open(root, RUNS_DIR)?
+        .open_sub(id)
+        .with_context(|| format!("run {id}"))
+}
+
+/// Every run recorded, oldest first. A run directory or journal that is not a real directory or
+/// regular file (a symlink, a device) is skipped with a warning.
 pub fn list_runs(root: &Root) -> Result<Vec<RunInfo>> {
     if !root.is_dir(RUNS_DIR) {
         return Ok(Vec::new());
     }
     let d = Dir::open(root, RUNS_DIR)?;
     let mut out = Vec::new();
-    let mut names: Vec<String> = std::fs::read_dir(&d.host)
-        .with_context(|| format!("listing {}", root.display(RUNS_DIR)))?
-        .flatten()
-        .filter(|e| e.path().join(journal::JOURNAL).is_file())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
+    let mut names: Vec<String> = Vec::new();
+    for n in d.list()? {
+        match n.into_string() {
+            Ok(n) if n.starts_with('.') => {}
+            Ok(n) => names.push(n),
+            Err(n) => log::warn!("skipping {}/{n:?}: not a run id", d.guest),
+        }
+    }
     // Ids end in the run's sequence number: order by it (the time prefix has a one-second resolution).
     names.sort_by_key(|n| {
         (
@@ -157,9 +165,26 @@ pub fn list_runs(root: &Root) -> Result<Vec<RunInfo>> {
         )
     });
     for n in names {
-        let dir = d.host.join(&n);
-        match journal::read(&dir) {
-            Ok(entries) => out.push(journal::info(&n, &dir, &entries)),
+        let sub = match d.stat(&n)? {
+            Some(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => d.open_sub(&n),
+            Some(_) => {
+                log::warn!("skipping run {n}: {}/{n} is not a directory", d.guest);
+                continue;
+            }
+            None => continue,
+        };
+        let sub = match sub {
+            Ok(s) => s,
+            Err(e) => {
+                log::warn!("skipping run {n}: {e:#}");
+                continue;
+            }
+        };
+        if sub.stat(journal::JOURNAL)?.is_none() {
+            continue;
+        }
+        match journal::read(&sub) {
+            Ok(entries) => out.push(journal::info(&n, &sub.host, &entries)),
             Err(e) => log::warn!("skipping run {n}: {e:#}"),
         }
     }

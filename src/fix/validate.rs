@@ -1,10 +1,12 @@
 //! Validators run on a file right after it is rewritten: the distro's own tools where they exist. A failing
 //! validator undoes that file's change.
 
+use super::atomic::{self, Dir};
 use super::exec::{self, Chroot};
 use crate::checks::Validator;
 use crate::guest::root::Root;
 use anyhow::{Context, Result};
+use std::io::Write;
 use std::path::Path;
 use std::process::Command;
 
@@ -61,7 +63,7 @@ pub fn validate(
     match v {
         Validator::None => Ok(Verdict::Pass("no validator".into())),
         Validator::Fstab => {
-            let text = std::fs::read_to_string(host).unwrap_or_default();
+            let text = root.read_text(guest)?.unwrap_or_default();
             if let Some(bad) = fstab_syntax(&text) {
                 return Ok(Verdict::Fail(bad));
             }
@@ -118,7 +120,7 @@ pub fn validate(
             netplan(root, chroot, guest)
         }
         Validator::CloudInit => {
-            let text = std::fs::read_to_string(host).unwrap_or_default();
+            let text = root.read_text(guest)?.unwrap_or_default();
             if let Err(e) = yaml_mapping(&text) {
                 return Ok(Verdict::Fail(e));
             }
@@ -202,37 +204,70 @@ fn ifquery_verdict(o: &exec::Outcome) -> Verdict {
     }
 }
 
+/// A private scratch directory under the guest's /var/lib/cloudprep (mkdtemp through the openat layer),
+/// removed through directory descriptors when dropped: a planted `validate-*` symlink is never followed,
+/// and a mount point inside is never entered.
+pub(crate) struct Scratch {
+    parent: Dir,
+    name: String,
+    pub dir: Dir,
+    /// Guest path of the scratch directory.
+    pub guest: String,
+}
+
+impl Scratch {
+    pub(crate) fn new(root: &Root, prefix: &str) -> Result<Scratch> {
+        let parent = atomic::ensure_dir(root, "/var/lib/cloudprep", &mut |_| Ok(()))?;
+        let (name, dir) = parent.mkdtemp(prefix)?;
+        let guest = parent.path_of(&name);
+        Ok(Scratch {
+            parent,
+            name,
+            dir,
+            guest,
+        })
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Err(e) = self.parent.remove_tree(&self.name) {
+            log::warn!("removing {}: {e:#}", self.guest);
+        }
+    }
+}
+
+/// Create the new file `name` in `d` with `bytes`.
+fn put(d: &Dir, name: &str, bytes: &[u8]) -> Result<()> {
+    let mut f = d.create_new(name, 0o600)?;
+    f.write_all(bytes)
+        .with_context(|| format!("writing {}", d.path_of(name)))
+}
+
 fn netplan(root: &Root, chroot: Option<&Chroot>, guest: &str) -> Result<Verdict> {
     // A scratch root holding the guest's netplan files (with the new one), so `generate` writes nothing
     // that matters.
-    let scratch = format!("/var/lib/cloudprep/validate-{}", std::process::id());
-    let sdir = root.resolve(&scratch)?.host;
-    let _ = std::fs::remove_dir_all(&sdir);
-    let etc = sdir.join("etc/netplan");
-    std::fs::create_dir_all(&etc).with_context(|| format!("creating {}", etc.display()))?;
-    struct Cleanup(std::path::PathBuf);
-    impl Drop for Cleanup {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-    let _c = Cleanup(sdir.clone());
+    let scratch = Scratch::new(root, "validate-")?;
+    scratch.dir.mkdir_new("etc", 0o755)?;
+    let etc = scratch.dir.open_sub("etc")?;
+    etc.mkdir_new("netplan", 0o755)?;
+    let np = etc.open_sub("netplan")?;
     for f in root.files_in("/etc/netplan", |n| n.ends_with(".yaml"))? {
         if let Some(b) = root.read(&f)? {
             let name = f.rsplit('/').next().unwrap_or("x.yaml");
-            std::fs::write(etc.join(name), b)?;
+            put(&np, name, &b)?;
         }
     }
     if !guest.starts_with("/etc/netplan/") {
         if let Some(b) = root.read(guest)? {
-            std::fs::write(etc.join("99-candidate.yaml"), b)?;
+            put(&np, "99-candidate.yaml", &b)?;
         }
     }
     let argv: Vec<String> = vec![
         "netplan".into(),
         "generate".into(),
         "--root-dir".into(),
-        scratch.clone(),
+        scratch.guest.clone(),
     ];
     let o = exec::run(chroot, &argv)?;
     Ok(if o.ok() {
@@ -275,6 +310,51 @@ mod tests {
         );
         assert!(fstab_syntax("UUID=x\n").unwrap().contains("line 1"));
         assert!(fstab_syntax("a b c d e f g\n").is_some());
+    }
+
+    #[test]
+    fn scratch_directories_never_follow_planted_symlinks() {
+        let d = tempfile::tempdir().unwrap();
+        let host = tempfile::tempdir().unwrap();
+        std::fs::write(host.path().join("keep"), "host\n").unwrap();
+        let state = d.path().join("var/lib/cloudprep");
+        std::fs::create_dir_all(&state).unwrap();
+        // The old name was validate-<pid>: every guessable name is planted (a few here), pointing at the
+        // host directory and at the guest's own root.
+        for i in 0..64 {
+            std::os::unix::fs::symlink(host.path(), state.join(format!("validate-{i}"))).unwrap();
+        }
+        std::os::unix::fs::symlink("/", state.join(format!("validate-{}", std::process::id())))
+            .unwrap();
+        std::fs::write(d.path().join("precious"), "guest\n").unwrap();
+        let root = Root::new(d.path()).unwrap();
+        let guest;
+        {
+            let s = Scratch::new(&root, "validate-").unwrap();
+            guest = s.guest.clone();
+            assert!(guest.starts_with("/var/lib/cloudprep/validate-"));
+            let m = std::fs::symlink_metadata(root.lexical(&guest)).unwrap();
+            assert!(m.is_dir() && !m.file_type().is_symlink());
+            assert_eq!(
+                std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777,
+                0o700
+            );
+            s.dir.mkdir_new("etc", 0o755).unwrap();
+            let etc = s.dir.open_sub("etc").unwrap();
+            put(&etc, "x.yaml", b"network: {}\n").unwrap();
+            // A symlink inside the scratch tree is removed, not followed.
+            std::os::unix::fs::symlink(host.path(), root.lexical(&guest).join("etc/out")).unwrap();
+        }
+        assert!(!root.lexical(&guest).exists(), "scratch left behind");
+        assert_eq!(
+            std::fs::read_to_string(host.path().join("keep")).unwrap(),
+            "host\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(d.path().join("precious")).unwrap(),
+            "guest\n"
+        );
+        assert_eq!(std::fs::read_dir(&state).unwrap().count(), 65);
     }
 
     #[test]

@@ -141,7 +141,8 @@ impl Facts {
                 f.unavailable.insert("os".into(), format!("{e:#}"));
             }
         }
-        match root.read_text("/var/lib/dpkg/status") {
+        // The package database of a big system can pass the config-file limit.
+        match root.read_text_limited("/var/lib/dpkg/status", 256 << 20) {
             Ok(Some(t)) => f.packages = dpkg::parse_status(&t),
             Ok(None) => {
                 f.unavailable

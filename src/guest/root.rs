@@ -9,6 +9,8 @@ use std::io::ErrorKind;
 use std::path::{Component, Path, PathBuf};
 
 const MAX_SYMLINK_HOPS: usize = 40;
+/// Size limit of a guest file read whole by [`Root::read`] (config files are far smaller).
+pub const MAX_CONFIG: u64 = 16 << 20;
 
 #[derive(Debug, Clone)]
 pub struct Root {
@@ -44,7 +46,8 @@ impl Root {
         self.base == Path::new("/")
     }
 
-    /// Host path for a guest path without resolving symlinks (lexical, `..` clamped).
+    /// Host path for a guest path without resolving symlinks (lexical, `..` clamped). Not for IO: a
+    /// symlink in a parent component would be followed on the host; use [`no_follow`](Self::no_follow).
     pub fn lexical(&self, guest: impl AsRef<Path>) -> PathBuf {
         let mut out = self.base.clone();
         for c in normalize(guest.as_ref()) {
@@ -139,31 +142,95 @@ impl Root {
         p
     }
 
-    /// Read a file; `Ok(None)` when it does not exist.
+    /// Read a file; `Ok(None)` when it does not exist. A file larger than [`MAX_CONFIG`] is an error
+    /// naming it (a sparse 10 GB config file must not exhaust memory).
     pub fn read(&self, guest: impl AsRef<Path>) -> Result<Option<Vec<u8>>> {
+        self.read_limited(guest, MAX_CONFIG)
+    }
+
+    /// [`read`](Self::read) with another size limit (for the few big files read whole).
+    pub fn read_limited(&self, guest: impl AsRef<Path>, limit: u64) -> Result<Option<Vec<u8>>> {
+        let guest = guest.as_ref();
+        let Some((mut f, len)) = self.open_file(guest)? else {
+            return Ok(None);
+        };
+        crate::fix::atomic::read_capped(&mut f, len, limit)
+            .map(Some)
+            .with_context(|| format!("reading {}", self.display(guest)))
+    }
+
+    /// Open a regular file for reading (streamed, e.g. an initramfs image), with its size; `Ok(None)`
+    /// when it does not exist. Directories, devices and FIFOs are refused without being opened, and the
+    /// file opened is checked to be the resolved path inside the root.
+    pub fn open_file(&self, guest: impl AsRef<Path>) -> Result<Option<(fs::File, u64)>> {
+        use std::os::unix::fs::OpenOptionsExt;
         let guest = guest.as_ref();
         let r = self.resolve(guest)?;
-        match fs::metadata(&r.host) {
+        // Inspect before opening: opening a device node or a FIFO can block or have effects.
+        match fs::symlink_metadata(&r.host) {
             Ok(m) if m.is_dir() => bail!(
                 "reading {}: is a directory, expected a file",
                 self.display(guest)
             ),
             // A FIFO or device where a config file belongs would block or stream forever.
             Ok(m) if !m.is_file() => bail!("reading {}: not a regular file", self.display(guest)),
-            _ => {}
+            Ok(_) => {}
+            Err(e)
+                if e.kind() == ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR) =>
+            {
+                return Ok(None)
+            }
+            Err(e) => return Err(e).with_context(|| format!("reading {}", self.display(guest))),
         }
-        match fs::read(&r.host) {
-            Ok(b) => Ok(Some(b)),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("reading {}", self.display(guest))),
+        let f = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&r.host)
+            .with_context(|| format!("reading {}", self.display(guest)))?;
+        let m = f
+            .metadata()
+            .with_context(|| format!("reading {}", self.display(guest)))?;
+        if !m.is_file() {
+            bail!("reading {}: not a regular file", self.display(guest));
         }
+        if !self.is_live() {
+            // What was opened is the resolved path (no symlink swapped in along the way).
+            self.check_opened(&f, &r.host)
+                .with_context(|| format!("reading {}", self.display(guest)))?;
+        }
+        Ok(Some((f, m.len())))
+    }
+
+    /// The open file `f` is `host` inside the root.
+    fn check_opened(&self, f: &fs::File, host: &Path) -> Result<()> {
+        use std::os::fd::AsRawFd;
+        let actual = fs::read_link(format!("/proc/self/fd/{}", f.as_raw_fd()))
+            .context("reading /proc/self/fd")?;
+        if actual != host || !actual.starts_with(&self.base) {
+            bail!(
+                "it changed while it was being opened (now {}): refusing to read it",
+                actual.display()
+            );
+        }
+        Ok(())
+    }
+
+    /// Host path of `guest` with every component but the last resolved inside the root (for `lstat`:
+    /// a symlink in the final component is not followed, one in a parent stays inside the root).
+    pub fn no_follow(&self, guest: impl AsRef<Path>) -> Result<PathBuf> {
+        Ok(self.resolve_parent(guest)?.host)
     }
 
     /// Read a text file; `Ok(None)` when it does not exist. A file with NUL bytes or invalid UTF-8 is an error
     /// naming the path (and the line of the first offending byte).
     pub fn read_text(&self, guest: impl AsRef<Path>) -> Result<Option<String>> {
+        self.read_text_limited(guest, MAX_CONFIG)
+    }
+
+    /// [`read_text`](Self::read_text) with another size limit.
+    pub fn read_text_limited(&self, guest: impl AsRef<Path>, limit: u64) -> Result<Option<String>> {
         let guest = guest.as_ref();
-        match self.read(guest)? {
+        match self.read_limited(guest, limit)? {
             None => Ok(None),
             Some(bytes) => text_from_bytes(bytes)
                 .map(Some)
@@ -312,6 +379,31 @@ mod tests {
         nix::unistd::mkfifo(&d.path().join("etc/fifo"), nix::sys::stat::Mode::S_IRWXU).unwrap();
         let e = root.read_text("/etc/fifo").unwrap_err();
         assert!(format!("{e:#}").contains("not a regular file"), "{e:#}");
+    }
+
+    #[test]
+    fn reads_are_size_bounded() {
+        let d = tempfile::tempdir().unwrap();
+        let root = Root::new(d.path()).unwrap();
+        fs::create_dir_all(d.path().join("etc")).unwrap();
+        // Sparse: 10 GB on paper, nothing on disk.
+        fs::File::create(d.path().join("etc/fstab"))
+            .unwrap()
+            .set_len(10 << 30)
+            .unwrap();
+        let e = root.read_text("/etc/fstab").unwrap_err();
+        let m = format!("{e:#}");
+        assert!(m.contains("/etc/fstab") && m.contains("too large"), "{m}");
+        fs::write(d.path().join("etc/small"), "x\n").unwrap();
+        assert!(root.read_limited("/etc/small", 1).is_err());
+        assert_eq!(root.read_limited("/etc/small", 2).unwrap().unwrap(), b"x\n");
+        // A symlink in a parent leads inside the root, never to the host's file.
+        std::os::unix::fs::symlink("/", d.path().join("up")).unwrap();
+        assert_eq!(root.read("/up/etc/small").unwrap().unwrap(), b"x\n");
+        assert!(root
+            .no_follow("/up/etc/small")
+            .unwrap()
+            .starts_with(root.base()));
     }
 
     #[test]

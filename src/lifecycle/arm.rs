@@ -107,9 +107,7 @@ pub fn disarm_premigrate(root: &Root) -> Result<bool> {
         let d = dropin_path(t);
         remove_guest(root, &d)?;
         // Drop the directory if it is now empty (we created it).
-        if let Ok(r) = root.resolve(d.rsplit_once('/').unwrap().0) {
-            let _ = std::fs::remove_dir(r.host);
-        }
+        remove_empty_dir(root, d.rsplit_once('/').unwrap().0)?;
     }
     was |= disable_unit(root, PREMIGRATE_UNIT)?;
     Ok(was)

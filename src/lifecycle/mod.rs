@@ -157,25 +157,52 @@ pub fn export_args(e: &ExportConfig) -> Result<Option<ExportOptions>> {
 // ---------------------------------------------------------------------------------------------------
 // Small IO helpers through Root
 
+/// Write a small cloudprep file (marker, report) in the guest atomically and durably, through the
+/// openat layer: a temp file in the same directory, fsync, rename, fsync of the directory. A guest symlink
+/// at the path is followed inside the root only; nothing is ever written through one.
 fn write_guest(root: &Root, guest: &str, content: &str) -> Result<()> {
-    let host = root.resolve(guest)?.host;
-    if let Some(d) = host.parent() {
-        std::fs::create_dir_all(d).with_context(|| format!("creating {}", root.display(guest)))?;
-    }
-    let tmp = host.with_extension("cloudprep-tmp");
-    std::fs::write(&tmp, content).with_context(|| format!("writing {}", root.display(guest)))?;
-    std::fs::rename(&tmp, &host).with_context(|| format!("writing {}", root.display(guest)))?;
-    Ok(())
+    let r = root.resolve(guest)?;
+    let (parent, name) = crate::fix::atomic::split(&r.guest)?;
+    let d = crate::fix::atomic::ensure_dir(root, &parent, &mut |_| Ok(()))
+        .with_context(|| format!("writing {}", root.display(guest)))?;
+    let meta = crate::fix::journal::Meta {
+        mode: 0o644,
+        ..Default::default()
+    };
+    d.write(&name, content.as_bytes(), &meta, false)
+        .with_context(|| format!("writing {}", root.display(guest)))
 }
 
 /// Remove a file or symlink (not following it); absent is fine. Returns whether something was removed.
 fn remove_guest(root: &Root, guest: &str) -> Result<bool> {
-    let host = root.resolve_parent(guest)?.host;
-    match std::fs::remove_file(&host) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(e).with_context(|| format!("removing {}", root.display(guest))),
+    use crate::fix::atomic::{split, Dir};
+    let r = root.resolve_parent(guest)?;
+    let (parent, name) = split(&r.guest)?;
+    if !root.is_dir(&parent) {
+        return Ok(false);
     }
+    let d = Dir::open(root, &parent)?;
+    match d.stat(&name)?.map(|st| st.st_mode & libc::S_IFMT) {
+        None => Ok(false),
+        Some(libc::S_IFREG | libc::S_IFLNK) => {
+            d.unlink(&name)?;
+            Ok(true)
+        }
+        Some(_) => bail!(
+            "{} is not a file or symlink: not removing it",
+            root.display(guest)
+        ),
+    }
+}
+
+/// Remove the guest directory `guest` when it is empty (one cloudprep created); anything else stays.
+fn remove_empty_dir(root: &Root, guest: &str) -> Result<()> {
+    let r = root.resolve_parent(guest)?;
+    let (parent, name) = crate::fix::atomic::split(&r.guest)?;
+    if root.is_dir(&parent) {
+        crate::fix::atomic::Dir::open(root, &parent)?.rmdir(&name)?;
+    }
+    Ok(())
 }
 
 /// The unit file as installed in the guest (guest path), if any.
@@ -196,15 +223,14 @@ pub fn enable_unit(root: &Root, unit: &str) -> Result<()> {
         )
     })?;
     let link = format!("{WANTS_DIR}/{unit}");
-    let host = root.resolve_parent(&link)?.host;
-    if let Some(d) = host.parent() {
-        std::fs::create_dir_all(d)
-            .with_context(|| format!("creating {}", root.display(WANTS_DIR)))?;
-    }
-    let _ = std::fs::remove_file(&host);
-    std::os::unix::fs::symlink(&target, &host)
-        .with_context(|| format!("creating {}", root.display(&link)))?;
-    Ok(())
+    let d = crate::fix::atomic::ensure_dir(root, WANTS_DIR, &mut |_| Ok(()))
+        .with_context(|| format!("creating {}", root.display(WANTS_DIR)))?;
+    let meta = crate::fix::journal::Meta {
+        mtime: now() as i64,
+        ..Default::default()
+    };
+    d.symlink(unit, Path::new(&target), &meta)
+        .with_context(|| format!("creating {}", root.display(&link)))
 }
 
 pub fn disable_unit(root: &Root, unit: &str) -> Result<bool> {

@@ -108,7 +108,10 @@ pub(super) fn locale_generated(ctx: &Ctx, locale: &str) -> Result<bool> {
             return Ok(true);
         }
     }
-    if let Some(bytes) = ctx.root.read("/usr/lib/locale/locale-archive")? {
+    if let Some(bytes) = ctx
+        .root
+        .read_limited("/usr/lib/locale/locale-archive", 1 << 30)?
+    {
         let needle = norm.as_bytes();
         if bytes.windows(needle.len()).any(|w| w == needle) {
             return Ok(true);

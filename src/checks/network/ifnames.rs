@@ -208,13 +208,13 @@ pub(super) fn ifnames_disabled(root: &Root) -> Result<bool> {
         "/etc/udev/rules.d/80-net-setup-link.rules",
         "/etc/udev/rules.d/80-net-name-slot.rules",
     ] {
-        if std::fs::symlink_metadata(root.lexical(p)).is_ok() {
+        if std::fs::symlink_metadata(root.no_follow(p)?).is_ok() {
             return Ok(true);
         }
     }
     // The default naming policy masked (`ln -s /dev/null /etc/systemd/network/99-default.link`, udev's
     // README.Debian since buster): no .link names the NIC, it keeps its kernel name.
-    let link = root.lexical("/etc/systemd/network/99-default.link");
+    let link = root.no_follow("/etc/systemd/network/99-default.link")?;
     if let Ok(m) = std::fs::symlink_metadata(&link) {
         let masked = if m.file_type().is_symlink() {
             std::fs::read_link(&link).is_ok_and(|t| t == std::path::Path::new("/dev/null"))

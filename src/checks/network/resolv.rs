@@ -16,7 +16,7 @@ pub fn resolv_nameservers(text: &str) -> Vec<(usize, String)> {
 pub(super) fn check_resolv(ctx: &Ctx, _info: &CheckInfo) -> Result<Vec<Finding>> {
     let info = _info;
     let path = "/etc/resolv.conf";
-    let lex = ctx.root.lexical(path);
+    let lex = ctx.root.no_follow(path)?;
     let Ok(meta) = std::fs::symlink_metadata(&lex) else {
         return Ok(Vec::new());
     };

@@ -102,7 +102,11 @@ pub fn parse_pin_rules(text: &str) -> Vec<PinRule> {
 fn generator_active(ctx: &Ctx) -> Option<&'static str> {
     let gen = GENERATORS.iter().find(|g| ctx.root.exists(g))?;
     // Any file or symlink (Debian's `ln -s /dev/null`) at the override path disables it.
-    if std::fs::symlink_metadata(ctx.root.lexical(GENERATOR_OVERRIDE)).is_ok() {
+    if ctx
+        .root
+        .no_follow(GENERATOR_OVERRIDE)
+        .is_ok_and(|p| std::fs::symlink_metadata(p).is_ok())
+    {
         return None;
     }
     Some(gen)

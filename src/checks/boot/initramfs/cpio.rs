@@ -82,6 +82,10 @@ const LZ4_LEGACY_MAGIC: u32 = 0x184C_2102;
 const LZ4_LEGACY_BLOCK: usize = 8 << 20;
 const HEADER_LEN: usize = 110;
 const MAX_NAME: usize = 64 * 1024;
+/// Entries kept in a listing (real initramfs images have a few thousand): bounds the memory a crafted,
+/// compressed image can make the listing take.
+const MAX_ENTRIES: usize = 1 << 20;
+const MAX_NAMES_LEN: usize = 256 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -106,6 +110,8 @@ pub struct Parser {
     /// Position in the current stream (for 4-byte alignment).
     pos: u64,
     pub entries: Vec<Entry>,
+    /// Bytes of the names kept in `entries`.
+    names_len: usize,
 }
 
 impl Default for Parser {
@@ -126,6 +132,7 @@ impl Parser {
             trailer: false,
             pos: 0,
             entries: Vec::new(),
+            names_len: 0,
         }
     }
 
@@ -181,6 +188,12 @@ impl Parser {
                         self.skip = name_pad + self.filesize + body_pad;
                         self.trailer = name == "TRAILER!!!";
                         if !self.trailer {
+                            self.names_len += name.len();
+                            if self.entries.len() >= MAX_ENTRIES || self.names_len > MAX_NAMES_LEN {
+                                bail!(
+                                    "more than {MAX_ENTRIES} entries: not an initramfs (or a decompression bomb)"
+                                );
+                            }
                             self.entries.push(Entry {
                                 name,
                                 mode: self.mode,

@@ -174,14 +174,10 @@ fn inspect_kernel(ctx: &Ctx, ver: &str, builtin: &BTreeSet<String>) -> KernelSta
     if needed.is_empty() {
         return st;
     }
-    let listing = match ctx.root.resolve(&path) {
-        Ok(r) if r.host.is_file() => std::fs::File::open(&r.host)
-            .with_context(|| format!("opening {}", ctx.root.display(&path)))
-            .and_then(|f| {
-                cpio::list(std::io::BufReader::new(f))
-                    .with_context(|| format!("reading {}", ctx.root.display(&path)))
-            }),
-        Ok(_) => {
+    let listing = match ctx.root.open_file(&path) {
+        Ok(Some((f, _))) => cpio::list(std::io::BufReader::new(f))
+            .with_context(|| format!("reading {}", ctx.root.display(&path))),
+        Ok(None) => {
             st.absent = true;
             st.missing = needed.iter().map(|s| s.to_string()).collect();
             st.evidence.push(Evidence::file(
