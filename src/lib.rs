@@ -8,6 +8,9 @@ pub mod cli;
 pub mod config;
 pub mod dpkg;
 pub mod facts;
+// Until the layout move creates src/guest/mod.rs.
+#[path = "guest/fat.rs"]
+pub mod fat;
 pub mod logging;
 pub mod netfacts;
 pub mod probe;
