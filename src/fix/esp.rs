@@ -206,6 +206,21 @@ pub fn restore_decision(areas: &[(u64, u64)], now: &[u8], old: &[u8], new: &[u8]
     }
 }
 
+/// Open a device (or image) to read or write the ESP on it, with its clean cached pages dropped first: a
+/// partition and its whole disk are separate block devices with separate page caches, so what was written
+/// through one may be stale in the other's cache.
+pub fn open_device(device: &str, write: bool) -> Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(write)
+        .open(device)
+        .with_context(|| format!("opening {device}"))?;
+    // SAFETY: valid fd; advice only.
+    unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    Ok(f)
+}
+
 /// Where the block device `device` (or a partition of it) is mounted, if anywhere.
 pub fn mounted_at(device: &str) -> Result<Option<String>> {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -257,11 +272,7 @@ pub fn restore(run_dir: &std::path::Path, e: &super::journal::Entry) -> Result<O
     };
     let old = load(backup, sha256)?;
     let new = load(written, written_sha256)?;
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(device)
-        .with_context(|| format!("opening {device}"))?;
+    let file = open_device(device, true)?;
     let now = read_areas(&file, device, areas)?;
     match restore_decision(areas, &now, &old, &new) {
         Restore::Nothing => Ok(None),

@@ -866,7 +866,7 @@ impl Run<'_> {
                 );
             }
             meta.xattrs.clear();
-            let r = self.root.resolve(&guest_join(dir, dst))?;
+            let r = self.root.resolve(guest_join(dir, dst))?;
             let (parent, name) = split(&r.guest)?;
             if self.root.is_dir(&parent) {
                 if let Existing::File { bytes: cur, .. } =
@@ -914,11 +914,7 @@ impl Run<'_> {
         if let Some(m) = esp::mounted_at(device)? {
             bail!("{device} is mounted at {m}: refusing to write its FAT behind the kernel's back");
         }
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(device)
-            .with_context(|| format!("opening {device}"))?;
+        let file = esp::open_device(device, true)?;
         let plan = esp::plan_fat(&file, offset, length, copies)
             .with_context(|| format!("the FAT filesystem on {device} at byte {offset}"))?;
         if plan.is_empty() {

@@ -155,7 +155,7 @@ pub fn locate(ctx: &Ctx) -> Result<Esp, String> {
                             offset: 0,
                             length,
                             how: format!(
-                                "{} (/etc/fstab line {}: {}, found through {how})",
+                                "{}, named by /etc/fstab line {} as {}, found through {how}",
                                 fs.device,
                                 e.line,
                                 e.spec()
@@ -241,7 +241,7 @@ pub fn content_mounted(ctx: &Ctx, mp: &str) -> anyhow::Result<Content> {
             .root
             .list_dir(&dp)?
             .into_iter()
-            .filter(|f| !ctx.root.is_dir(&join(&dp, f)))
+            .filter(|f| !ctx.root.is_dir(join(&dp, f)))
             .collect();
         c.dirs.push((d, files));
     }

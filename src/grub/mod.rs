@@ -377,8 +377,7 @@ fn check_uefi_fallback(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
             offset,
             length,
             ..
-        }) => std::fs::File::open(device)
-            .map_err(anyhow::Error::from)
+        }) => crate::fix::esp::open_device(device, false)
             .and_then(|f| esp::content_device(&f, *offset, *length, arch))
             .map_err(|e| {
                 e.context(format!(
@@ -400,7 +399,7 @@ fn check_uefi_fallback(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
             mp.clone(),
         ),
         esp::Esp::Device { how, device, .. } => (
-            format!("the EFI system partition {how} (not mounted: read directly)"),
+            format!("the EFI system partition ({how}; not mounted, read directly)"),
             device.clone(),
         ),
     };
