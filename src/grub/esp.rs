@@ -71,10 +71,13 @@ pub fn fallback_copies(
         .find(|(d, _)| d.eq_ignore_ascii_case("BOOT"))
         .map(|(d, _)| d.as_str())
         .unwrap_or("BOOT");
+    // Names that would not survive the `SOURCE=DEST` argument of the planned command (or a report) are
+    // not used: an ESP is untrusted input.
+    let plain = |s: &str| !s.is_empty() && !s.chars().any(|c| c.is_control() || "=/\\".contains(c));
     let mut vendors: Vec<&(String, Vec<String>)> = c
         .dirs
         .iter()
-        .filter(|(d, _)| !d.eq_ignore_ascii_case("BOOT"))
+        .filter(|(d, _)| !d.eq_ignore_ascii_case("BOOT") && plain(d))
         .collect();
     let rank = |d: &str| {
         let d = d.to_ascii_lowercase();
@@ -375,5 +378,8 @@ mod tests {
         assert!(fallback_copies(&content(&[("debian", &["shimx64.efi"])]), "debian", &n).is_none());
         assert!(fallback_copies(&content(&[("Microsoft", &["bootmgfw.efi"])]), "", &n).is_none());
         assert!(fallback_copies(&Content::default(), "debian", &n).is_none());
+        // A hostile directory name is never put into the planned command.
+        let c = content(&[("a=b", &["grubx64.efi"]), ("x\nrm", &["grubx64.efi"])]);
+        assert!(fallback_copies(&c, "", &n).is_none());
     }
 }
