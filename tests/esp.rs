@@ -7,33 +7,12 @@
 
 mod common;
 
-use common::{findings, loopdev::LoopDisk, sh};
+use common::{findings, loopdev::LoopDisk, mt, mtools, sh};
 use std::path::Path;
 use std::process::Command;
 
 const ESP_UUID: &str = "1234ABCD";
 const ESP_MIB: u64 = 64;
-
-fn mtools(cmd: &str, img: &str, args: &[&str]) -> std::process::Output {
-    Command::new(cmd)
-        .env("MTOOLS_SKIP_CHECK", "1")
-        .arg("-i")
-        .arg(img)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("running {cmd} (apt-get install mtools): {e}"))
-}
-
-fn mt(cmd: &str, img: &str, args: &[&str]) -> String {
-    let o = mtools(cmd, img, args);
-    assert!(
-        o.status.success(),
-        "{cmd} {args:?}: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
 
 fn get(img: &str, p: &str, tmp: &Path) -> Option<Vec<u8>> {
     let dst = tmp.join("get.out");
@@ -63,15 +42,7 @@ fn read_all(dev: &str) -> Vec<u8> {
 fn commands(report: &serde_json::Value, id: &str) -> Vec<Vec<String>> {
     findings(report, id)
         .iter()
-        .flat_map(|f| f["fix"]["commands"].as_array().cloned().unwrap_or_default())
-        .map(|c| {
-            c["argv"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|a| a.as_str().unwrap().to_string())
-                .collect()
-        })
+        .flat_map(|f| common::argvs(&f["fix"]["commands"]))
         .collect()
 }
 
@@ -261,6 +232,44 @@ fn unmounted_esp_is_verified_and_repaired_through_the_fat() {
         std::fs::read(root.join("var/cache/debconf/config.dat")).unwrap(),
         debconf_before
     );
+    fsck(&u.esp);
+
+    // Killed (SIGKILL) right after each journal step of the fix, then recovered by rollback: the ESP and
+    // debconf are back byte for byte every time.
+    let mut n = 1;
+    loop {
+        let out = Command::new(common::bin())
+            .args(["fix", "--yes", "--only", "boot.grub-installed", "--root"])
+            .arg(root)
+            .env("CLOUDPREP_FAULT_STEP", n.to_string())
+            .output()
+            .unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        let killed = out.status.signal() == Some(9);
+        let rb = common::run_cloudprep(root, &["rollback"]);
+        assert_eq!(
+            rb.status.code(),
+            Some(0),
+            "step {n}: {}",
+            String::from_utf8_lossy(&rb.stdout)
+        );
+        assert!(
+            read_all(&u.esp) == esp_before,
+            "step {n}: the ESP differs after recovery"
+        );
+        assert_eq!(
+            std::fs::read(root.join("var/cache/debconf/config.dat")).unwrap(),
+            debconf_before,
+            "step {n}"
+        );
+        if !killed {
+            assert_eq!(out.status.code(), Some(0), "step {n}");
+            break;
+        }
+        n += 1;
+        assert!(n < 40, "the fix never finished");
+    }
+    assert!(n >= 6, "only {n} journal steps");
     fsck(&u.esp);
 
     // Without the fstab line, the ESP is found as the EFI System partition of the disk holding /.

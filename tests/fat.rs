@@ -47,26 +47,8 @@ impl Img {
         format!("::{p}")
     }
 
-    fn mtools(&self, cmd: &str, args: &[&str]) -> std::process::Output {
-        let img = format!("{}@@{PREFIX}", self.path.display());
-        Command::new(cmd)
-            .env("MTOOLS_SKIP_CHECK", "1")
-            .arg("-i")
-            .arg(&img)
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| panic!("running {cmd} (install mtools): {e}"))
-    }
-
     fn mt(&self, cmd: &str, args: &[&str]) -> String {
-        let o = self.mtools(cmd, args);
-        assert!(
-            o.status.success(),
-            "{cmd} {args:?}: {}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
+        common::mt(cmd, &format!("{}@@{PREFIX}", self.path.display()), args)
     }
 
     fn put(&self, data: &[u8], dest: &str) {

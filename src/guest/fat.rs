@@ -866,11 +866,9 @@ impl<'a> Volume<'a> {
         match existing {
             Some(n) => {
                 if n.first_cluster != 0 {
-                    let old = self.chain(
-                        n.first_cluster,
-                        (n.size as u64).div_ceil(cs).max(1),
-                        &n.name,
-                    )?;
+                    // The whole chain is freed, also clusters past the file's size (bounded: a
+                    // cyclic chain is an error).
+                    let old = self.chain(n.first_cluster, u64::MAX, &n.name)?;
                     self.free_chain(&old);
                 }
                 let mut e = self.read(n.slot, 32)?;
