@@ -1,28 +1,15 @@
 //! The audit engine: gather facts, run every check (a failing or panicking check becomes an `error`
 //! finding), apply waivers, and compose the plan that `fix` executes.
 
-use crate::check::{Check, CheckInfo, EditOp, FileEdit, Finding, PlannedCommand, Severity, Status};
+use crate::checks::{CheckInfo, EditOp, FileEdit, Finding, PlannedCommand, Severity, Status};
 use crate::config::{matches_ids, Config};
-use crate::facts::Facts;
-use crate::root::Root;
+use crate::guest::facts::Facts;
+use crate::guest::root::Root;
 use anyhow::Result;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
-/// Every check cloudprep knows, in report order.
-pub fn all_checks() -> Vec<Check> {
-    let mut v = Vec::new();
-    v.extend(crate::grub::checks());
-    v.extend(crate::initramfs::checks());
-    v.extend(crate::fstab::checks());
-    v.extend(crate::storage::checks());
-    v.extend(crate::udev::checks());
-    v.extend(crate::network::checks());
-    v.extend(crate::firewall::checks());
-    v.extend(crate::cloud_init::checks());
-    v.extend(crate::platform::checks());
-    v
-}
+use crate::checks::all_checks;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -99,7 +86,7 @@ pub fn run(root: &Root, config: &Config, sel: &Selection) -> Audit {
 }
 
 pub fn run_with_facts(root: &Root, config: &Config, sel: &Selection, facts: Facts) -> Audit {
-    let ctx = crate::check::Ctx {
+    let ctx = crate::checks::Ctx {
         root,
         config,
         facts: &facts,
@@ -352,7 +339,7 @@ pub fn unified_diff(path: &str, before: &str, after: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::check::Validator;
+    use crate::checks::Validator;
 
     #[test]
     fn edits_compose_in_order() {

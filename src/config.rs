@@ -1,6 +1,6 @@
 //! `/etc/cloudprep/cloudprep.toml` (read under `--root`). Optional; every key has a default.
 
-use crate::root::Root;
+use crate::guest::root::Root;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

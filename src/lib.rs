@@ -1,35 +1,25 @@
 //! cloudprep: prepare an old Debian/Ubuntu VM for import into an OpenStack cloud.
 //!
-//! One module per concern; pure parse/check/render functions over `&str`, with file IO through
-//! [`root::Root`] so the same code serves a live VM, a mounted offline image and test fixtures.
-
-pub mod check;
-pub mod cli;
-pub mod config;
-pub mod dpkg;
-pub mod facts;
-// Until the layout move creates src/guest/mod.rs.
-#[path = "guest/fat.rs"]
-pub mod fat;
-pub mod logging;
-pub mod netfacts;
-pub mod probe;
-pub mod recommend;
-pub mod report;
-pub mod root;
+//! The tree follows the data flow (see docs/architecture.md):
+//! - [`guest`]: reading the guest under the root prefix ([`guest::root::Root`]) and the facts gathered once;
+//! - [`checks`]: the check model and registry, one folder per area of the report (`boot`, `storage`,
+//!   `network`, `cloud_init`, `platform`); pure parse/check/render functions over `&str`;
+//! - the engine: [`audit`] runs the checks and composes the plan, [`report`] renders it, [`recommend`]
+//!   derives the flavour and image properties, [`config`] reads cloudprep.toml;
+//! - the actions, which take their own option structs: [`fix`] (transactional apply, rollback),
+//!   [`export`] (disk to raw/qcow2), [`upload`] (Glance), [`lifecycle`] (the pre-migration and first-boot
+//!   units);
+//! - [`cli`]: the clap types and one thin handler per command (arguments to options, printing, exit codes).
 
 pub mod audit;
-
-// Checks, one module per concern.
-pub mod cloud_init;
-pub mod firewall;
-pub mod fstab;
-pub mod grub;
-pub mod initramfs;
-pub mod network;
-pub mod platform;
-pub mod storage;
-pub mod udev;
+pub mod checks;
+pub mod cli;
+pub mod config;
+pub mod exit;
+pub mod guest;
+pub mod logging;
+pub mod recommend;
+pub mod report;
 
 // Actions.
 pub mod export;

@@ -1,7 +1,7 @@
 //! Recommendations derived from the facts: minimum flavour, image min_disk/min_ram, Glance properties,
 //! and the `openstack image create` line.
 
-use crate::facts::{BootMode, Facts};
+use crate::guest::facts::{BootMode, Facts};
 use serde::Serialize;
 use std::collections::BTreeMap;
 

@@ -1,52 +1,38 @@
 //! The audit report: text for people (grouped by area, worst first, colour on a TTY) and versioned JSON
 //! (`"schema": 1`, described by docs/report.schema.json).
 
-use crate::audit::{self, Audit, Selection};
-use crate::check::{Area, Finding, Severity, Status};
-use crate::cli::{AuditArgs, ChecksArgs, ColorChoice, Format, Global};
-use crate::config::Config;
-use crate::root::Root;
+use crate::audit::{self, Audit};
+use crate::checks::{Area, Finding, Severity, Status};
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 
 pub const SCHEMA_VERSION: u32 = 1;
 
-/// Open the root and config named on the command line (exit 3 on failure is the caller's).
-pub fn open(g: &Global) -> Result<(Root, Config)> {
-    let root = Root::new(&g.root)?;
-    let config = Config::load(&root, g.config.as_deref())?;
-    Ok((root, config))
+/// Output format of a command's report.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Json,
 }
 
-pub fn cmd_audit(g: &Global, a: &AuditArgs) -> Result<i32> {
-    // An unreadable root or config is an error of the command: exit 3, reported once by cli::main.
-    let (root, config) = open(g)?;
-    let sel = Selection {
-        only: a.select.only.clone(),
-        skip: a.select.skip.clone(),
-    };
-    let audit = audit::run(&root, &config, &sel);
-    let to_tty = a.output.is_none() && std::io::stdout().is_terminal();
-    let color = match g.color {
-        ColorChoice::Always => true,
-        ColorChoice::Never => false,
-        ColorChoice::Auto => to_tty,
-    };
-    let out = match a.format {
-        Format::Json => serde_json::to_string_pretty(&to_json(&audit))? + "\n",
-        Format::Text => render_text(&audit, color),
-    };
-    emit(a.output.as_deref(), &out)?;
-    log::info!(
-        "audit of {}: {} blocker(s), {} warning(s), {} error(s); exit {}",
-        root.base().display(),
-        audit.count(Severity::Blocker),
-        audit.count(Severity::Warning),
-        audit.errors(),
-        audit.exit_code()
-    );
-    Ok(audit.exit_code())
+/// When to use colour in text output.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+impl ColorChoice {
+    /// Colour on or off, given whether the output is a terminal.
+    pub fn enabled(self, to_tty: bool) -> bool {
+        match self {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => to_tty,
+        }
+    }
 }
 
 /// Write to a file (atomically) or stdout.
@@ -77,38 +63,6 @@ pub fn emit(path: Option<&std::path::Path>, text: &str) -> Result<()> {
         }
     }
     Ok(())
-}
-
-pub fn cmd_checks(a: &ChecksArgs) -> Result<i32> {
-    let checks = audit::all_checks();
-    let out = match a.format {
-        Format::Json => {
-            let v: Vec<Value> = checks
-                .iter()
-                .map(|c| serde_json::to_value(c.info).unwrap_or(Value::Null))
-                .collect();
-            serde_json::to_string_pretty(&v)? + "\n"
-        }
-        Format::Text => {
-            let mut s = format!(
-                "{:<40} {:<8} {:<10} {:<8} {}\n",
-                "ID", "AREA", "SEVERITY", "FIXABLE", "TITLE"
-            );
-            for c in &checks {
-                s.push_str(&format!(
-                    "{:<40} {:<8} {:<10} {:<8} {}\n",
-                    c.info.id,
-                    c.info.area.to_string(),
-                    c.info.severity.to_string(),
-                    if c.info.fixable { "yes" } else { "no" },
-                    c.info.title
-                ));
-            }
-            s
-        }
-    };
-    emit(None, &out)?;
-    Ok(0)
 }
 
 fn finding_json(f: &Finding, diffs: &[(String, &'static str, String)]) -> Value {

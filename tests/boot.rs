@@ -3,11 +3,11 @@
 mod common;
 
 use cloudprep::audit::{apply_edits, run_with_facts, Selection};
-use cloudprep::check::Status;
+use cloudprep::checks::boot::initramfs::cpio;
+use cloudprep::checks::Status;
 use cloudprep::config::Config;
-use cloudprep::facts::{Disk, Facts, Mount};
-use cloudprep::initramfs::cpio;
-use cloudprep::root::Root;
+use cloudprep::guest::facts::{Disk, Facts, Mount};
+use cloudprep::guest::root::Root;
 use common::{assert_findings, findings, has_evidence, sh, Guest};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -99,7 +99,7 @@ fn real_bookworm_initramfs_lists_like_cpio() {
     let mods: Vec<_> = l
         .entries
         .iter()
-        .filter_map(|e| cloudprep::initramfs::module_of(&e.name, &ver))
+        .filter_map(|e| cloudprep::checks::boot::initramfs::module_of(&e.name, &ver))
         .collect();
     assert!(mods.contains(&"virtio_blk".to_string()), "{mods:?}");
 }
@@ -137,7 +137,7 @@ fn images_made_by_real_tools() {
         let n = l
             .entries
             .iter()
-            .filter_map(|e| cloudprep::initramfs::module_of(&e.name, VER))
+            .filter_map(|e| cloudprep::checks::boot::initramfs::module_of(&e.name, VER))
             .count();
         assert_eq!(n, 7, "{name}: {:?}", l.entries);
         // Concatenated early (raw) + main, as initramfs-tools writes it with microcode.
@@ -157,7 +157,7 @@ fn images_made_by_real_tools() {
         assert_eq!(
             l.entries
                 .iter()
-                .filter_map(|e| cloudprep::initramfs::module_of(&e.name, VER))
+                .filter_map(|e| cloudprep::checks::boot::initramfs::module_of(&e.name, VER))
                 .count(),
             7
         );
@@ -556,7 +556,7 @@ fn grub_boot_code_in_the_mbr() {
     std::fs::write(&disk, &mbr).unwrap();
     let a = run_with_facts(&root, &config, &sel, facts_on_disk(&root, &disk));
     assert_eq!(a.findings.len(), 1, "{:?}", a.findings);
-    assert_eq!(a.findings[0].severity, cloudprep::check::Severity::Blocker);
+    assert_eq!(a.findings[0].severity, cloudprep::checks::Severity::Blocker);
     assert_eq!(
         a.plan.commands[0].argv,
         vec!["grub-install".to_string(), disk.display().to_string()]
@@ -571,18 +571,18 @@ fn grub_boot_code_in_the_mbr() {
     // Unreadable disk: info, not a blocker.
     std::fs::remove_file(&disk).unwrap();
     let a = run_with_facts(&root, &config, &sel, facts_on_disk(&root, &disk));
-    assert_eq!(a.findings[0].severity, cloudprep::check::Severity::Info);
+    assert_eq!(a.findings[0].severity, cloudprep::checks::Severity::Info);
     assert_eq!(a.findings[0].status, Status::Open);
     // UEFI guest, ESP not mounted and nowhere to be found (the disk has no EFI system partition): a
     // blocker that says how to make it verifiable, never READY.
     std::fs::write(&disk, &mbr).unwrap();
     let mut f = facts_on_disk(&root, &disk);
-    f.boot_mode = Some(cloudprep::facts::BootMode::Uefi);
+    f.boot_mode = Some(cloudprep::guest::facts::BootMode::Uefi);
     std::fs::create_dir_all(g.path("/boot/efi/EFI/debian")).unwrap();
     std::fs::write(g.path("/boot/efi/EFI/debian/grubx64.efi"), b"MZ").unwrap();
     let a = run_with_facts(&root, &config, &sel, f.clone());
     assert_eq!(a.findings.len(), 1, "{:?}", a.findings);
-    assert_eq!(a.findings[0].severity, cloudprep::check::Severity::Blocker);
+    assert_eq!(a.findings[0].severity, cloudprep::checks::Severity::Blocker);
     assert!(
         a.findings[0].message.contains("could not be verified"),
         "{}",
@@ -604,7 +604,7 @@ fn grub_boot_code_in_the_mbr() {
         dev: "7:2".into(),
     });
     let a = run_with_facts(&root, &config, &sel, f.clone());
-    assert_eq!(a.findings[0].severity, cloudprep::check::Severity::Blocker);
+    assert_eq!(a.findings[0].severity, cloudprep::checks::Severity::Blocker);
     assert_eq!(
         a.plan.commands[0].argv,
         [
@@ -644,7 +644,7 @@ fn root_device_resolved_to_uuid_from_facts_and_config() {
     )
     .unwrap();
     let mut facts = Facts::default();
-    facts.filesystems.push(cloudprep::facts::Filesystem {
+    facts.filesystems.push(cloudprep::guest::facts::Filesystem {
         device: "/dev/sda1".into(),
         fstype: "ext4".into(),
         uuid: Some("0a1b2c3d-1111-2222-3333-444455556666".into()),
@@ -659,7 +659,7 @@ fn root_device_resolved_to_uuid_from_facts_and_config() {
     let ids: Vec<&str> = a
         .findings
         .iter()
-        .filter(|f| f.severity != cloudprep::check::Severity::Info)
+        .filter(|f| f.severity != cloudprep::checks::Severity::Info)
         .map(|f| f.id.as_str())
         .collect();
     // console=ttyS0,115200n8 counts as a serial console, GRUB_TERMINAL=serial as a serial terminal.
@@ -728,7 +728,7 @@ fn mbr_of_a_real_loop_disk() {
     assert_eq!(a.findings.len(), 1);
     assert_eq!(
         a.findings[0].severity,
-        cloudprep::check::Severity::Blocker,
+        cloudprep::checks::Severity::Blocker,
         "{:?}",
         a.findings
     );
@@ -778,7 +778,7 @@ fn free_space_in_a_small_boot_filesystem() {
     .unwrap();
     let a = run_with_facts(&root, &config, &sel, Facts::default());
     assert_eq!(a.findings.len(), 1, "{:?}", a.findings);
-    assert_eq!(a.findings[0].severity, cloudprep::check::Severity::Warning);
+    assert_eq!(a.findings[0].severity, cloudprep::checks::Severity::Warning);
     assert!(a.findings[0]
         .evidence
         .iter()

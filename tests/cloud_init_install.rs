@@ -23,7 +23,7 @@ fn fix_installs_and_configures_cloud_init() {
     );
     assert!(out.status.code().unwrap_or(9) <= 1, "fix failed:\n{log}");
 
-    let status = cloudprep::dpkg::parse_status(&g.read("/var/lib/dpkg/status"));
+    let status = cloudprep::guest::dpkg::parse_status(&g.read("/var/lib/dpkg/status"));
     assert!(
         status.get("cloud-init").is_some_and(|p| p.is_installed()),
         "cloud-init not installed:\n{log}"

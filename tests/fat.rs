@@ -5,7 +5,7 @@
 
 mod common;
 
-use cloudprep::fat::{FatType, Plan, Volume};
+use cloudprep::guest::fat::{FatType, Plan, Volume};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -4,7 +4,7 @@ mod common;
 
 use cloudprep::audit::{apply_edits, Selection};
 use cloudprep::config::Config;
-use cloudprep::root::Root;
+use cloudprep::guest::root::Root;
 use common::{findings, has_evidence, Guest};
 
 fn add_package(g: &Guest, name: &str, version: &str) {

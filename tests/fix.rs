@@ -5,12 +5,12 @@
 mod common;
 
 use cloudprep::audit::{compose_plan, Plan};
-use cloudprep::check::{
+use cloudprep::checks::{
     Area, CheckInfo, FileEdit, Finding, Fix, Phase, PlannedCommand, Severity, Validator,
 };
 use cloudprep::config::Config;
 use cloudprep::fix::{self, ExecOptions};
-use cloudprep::root::Root;
+use cloudprep::guest::root::Root;
 use sha2::Digest;
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -146,7 +146,7 @@ fn grub_install_boot_code_is_written_back_by_rollback() {
         "test.grub-install",
         cmd(
             Phase::Post,
-            cloudprep::check::order::GRUB_INSTALL,
+            cloudprep::checks::order::GRUB_INSTALL,
             &["grub-install", &disk.dev],
         ),
     )];
@@ -820,7 +820,7 @@ fn update_grub_in_a_loop_mounted_image_writes_root_uuid() {
             ))
             .command(PlannedCommand::new(
                 Phase::Post,
-                cloudprep::check::order::UPDATE_GRUB,
+                cloudprep::checks::order::UPDATE_GRUB,
                 &["update-grub"],
                 "regenerate grub.cfg",
             )),
@@ -1016,7 +1016,7 @@ fn update_initramfs_in_the_chroot_is_undone_byte_for_byte() {
             ))
             .command(PlannedCommand::new(
                 Phase::Post,
-                cloudprep::check::order::UPDATE_INITRAMFS,
+                cloudprep::checks::order::UPDATE_INITRAMFS,
                 &["update-initramfs", "-u", "-k", "all"],
                 "rebuild with the virtio drivers",
             )),

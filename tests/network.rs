@@ -5,7 +5,7 @@ mod common;
 
 use cloudprep::audit::{self, Selection};
 use cloudprep::config::Config;
-use cloudprep::root::Root;
+use cloudprep::guest::root::Root;
 use common::{findings, has_evidence, Guest};
 use std::process::Command;
 
@@ -608,7 +608,7 @@ fn netplan_generate(root: &std::path::Path) -> (bool, String) {
 /// rewrites leave the static addressing and the MAC match behind.
 #[test]
 fn netplan_rewrites_are_accepted_by_netplan() {
-    use cloudprep::network::netplan;
+    use cloudprep::checks::network::netplan;
     let cases = [
         // Ubuntu installer style, flow lists, quoted MAC, comment after a value.
         "network:\n  version: 2\n  ethernets:\n    ens160:\n      match:\n        macaddress: \"00:0c:29:12:34:56\"\n      set-name: ens160\n      dhcp4: no   # static\n      addresses: [192.0.2.10/24, '198.51.100.10/24']\n      gateway4: 192.0.2.1\n      nameservers: {addresses: [192.0.2.53]}\n",

@@ -411,8 +411,8 @@ fn real_disk_kernel_names_get_uuids() {
         .contains(&format!("+RESUME=\"UUID={SWAP_UUID}\"")));
 
     // The live probe (this machine's /) sees the loop disk's partitions with their superblocks.
-    let live = cloudprep::root::Root::new("/").unwrap();
-    let (disks, fss, _) = cloudprep::probe::gather(&live, &[]);
+    let live = cloudprep::guest::root::Root::new("/").unwrap();
+    let (disks, fss, _) = cloudprep::guest::probe::gather(&live, &[]);
     let dname = disk.dev.trim_start_matches("/dev/").to_string();
     let d = disks
         .iter()
@@ -436,7 +436,7 @@ fn real_disk_kernel_names_get_uuids() {
     assert_eq!(swap_fs.partition, Some(5));
 
     // The library view: apply the composed plan to the file and let findmnt verify it.
-    let root = cloudprep::root::Root::new(mnt.path()).unwrap();
+    let root = cloudprep::guest::root::Root::new(mnt.path()).unwrap();
     let config = cloudprep::config::Config::default();
     let audit = cloudprep::audit::run(&root, &config, &cloudprep::audit::Selection::default());
     assert_eq!(
@@ -500,8 +500,8 @@ fn live_probe_reads_a_real_lvm_pv_label() {
         "pvcreate",
         &["-ff", "-y", "--uuid", PV_UUID, "--norestorefile", &disk.dev],
     );
-    let live = cloudprep::root::Root::new("/").unwrap();
-    let (_, fss, _) = cloudprep::probe::gather(&live, &[]);
+    let live = cloudprep::guest::root::Root::new("/").unwrap();
+    let (_, fss, _) = cloudprep::guest::probe::gather(&live, &[]);
     let pv = fss
         .iter()
         .find(|f| f.device == disk.dev)

@@ -308,7 +308,8 @@ fn upload_into_real_keystone_and_glance() {
     let s = fx.session();
 
     // What the audit recommends for this guest.
-    let facts = cloudprep::facts::Facts::gather(&cloudprep::root::Root::new(root).unwrap());
+    let facts =
+        cloudprep::guest::facts::Facts::gather(&cloudprep::guest::root::Root::new(root).unwrap());
     let rec = cloudprep::recommend::recommend(&facts, facts.installed("qemu-guest-agent"));
     assert_eq!(
         rec.properties.get("os_distro").map(String::as_str),

@@ -27,7 +27,6 @@ pub mod raw;
 pub mod source;
 pub mod swap;
 
-use crate::cli::{Compression, Consistency, Digest, ExportArgs, Global, ImageFormat};
 use anyhow::{bail, Context, Result};
 use pipeline::Sink as _;
 use std::io::Write;
@@ -35,6 +34,50 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub const CLUSTER: usize = 65536;
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageFormat {
+    Raw,
+    Qcow2,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Zlib,
+    Zstd,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Digest {
+    Sha256,
+    None,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Consistency {
+    Freeze,
+    Readonly,
+    None,
+}
+
+/// What `cloudprep export` is asked to do (see the command's help for each field).
+#[derive(Debug, Clone)]
+pub struct ExportOptions {
+    /// `auto` (the disk holding the root), a block device, or an image file.
+    pub source: String,
+    pub format: ImageFormat,
+    pub compress: Compression,
+    pub consistency: Option<Consistency>,
+    pub threads: Option<usize>,
+    /// Read the output back and compare it with the source after writing.
+    pub verify: bool,
+    /// Copy free filesystem blocks and unused swap too.
+    pub no_fs_skip: bool,
+    pub digest: Digest,
+    /// Output file, or `-` for standard output.
+    pub output: String,
+}
 
 /// Options for an export to any writer (used by `export -o -` and by `upload`).
 #[derive(Debug, Clone)]
@@ -267,7 +310,8 @@ impl Drop for TempFile {
     }
 }
 
-pub fn cmd_export(g: &Global, a: &ExportArgs) -> Result<i32> {
+/// Export the source disk of the guest under `root` to a file or standard output; prints the summary.
+pub fn run(root: &Path, a: &ExportOptions) -> Result<i32> {
     let opts = StreamOptions {
         source: a.source.clone(),
         format: a.format,
@@ -289,10 +333,10 @@ pub fn cmd_export(g: &Global, a: &ExportArgs) -> Result<i32> {
         }
         let stdout = std::io::stdout();
         let mut lock = stdout.lock();
-        let s = export_stream_root(&opts, &g.root, digest, &mut lock)?;
+        let s = export_stream_root(&opts, root, digest, &mut lock)?;
         lock.flush()?;
         eprint!("{}", s.render());
-        return Ok(crate::cli::EXIT_OK);
+        return Ok(crate::exit::EXIT_OK);
     }
     freeze::install_handlers();
     let out = PathBuf::from(&a.output);
@@ -307,10 +351,10 @@ pub fn cmd_export(g: &Global, a: &ExportArgs) -> Result<i32> {
         .into_owned();
     // Checks that need only the source path, before freezing anything.
     {
-        let src = source::open(&opts.source, &g.root)?;
+        let src = source::open(&opts.source, root)?;
         src.check_output(&out)?;
     }
-    let (src, guard, label, stable) = prepare(&opts.source, &g.root, opts.consistency)?;
+    let (src, guard, label, stable) = prepare(&opts.source, root, opts.consistency)?;
     let tmp_path = dir.join(format!(".{fname}.cloudprep-{}.tmp", std::process::id()));
     let file = std::fs::OpenOptions::new()
         .write(true)
@@ -375,7 +419,7 @@ pub fn cmd_export(g: &Global, a: &ExportArgs) -> Result<i32> {
     println!("source         {}", src.path.display());
     print!("{}", summary.render());
     println!("output         {}", out.display());
-    Ok(crate::cli::EXIT_OK)
+    Ok(crate::exit::EXIT_OK)
 }
 
 fn raw_hash(f: &std::fs::File) -> Result<(u64, String)> {

@@ -10,8 +10,8 @@
 
 use super::layout::Layout;
 use super::source::ReadAt;
+use super::Compression;
 use super::{freeze, progress::Progress, CLUSTER};
-use crate::cli::Compression;
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;

@@ -11,8 +11,8 @@
 //! * [`guest_hash`]: an independent reader (for `--verify`) that hashes the guest-visible content.
 
 use super::pipeline::{Enc, Encoded, Sink};
+use super::Compression;
 use super::CLUSTER;
-use crate::cli::Compression;
 use anyhow::{bail, ensure, Context, Result};
 use sha2::{Digest, Sha256};
 use std::fs::File;

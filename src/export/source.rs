@@ -50,10 +50,10 @@ pub fn parse_mountinfo(text: &str) -> Vec<Mount> {
         let opts = f[5];
         v.push(Mount {
             devnum: (ma, mi),
-            mount_point: PathBuf::from(crate::facts::unescape_octal(f[4])),
+            mount_point: PathBuf::from(crate::guest::facts::unescape_octal(f[4])),
             read_write: opts.split(',').any(|o| o == "rw"),
             fstype: r[0].to_string(),
-            source: crate::facts::unescape_octal(r[1]),
+            source: crate::guest::facts::unescape_octal(r[1]),
         });
     }
     v

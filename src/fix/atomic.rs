@@ -8,7 +8,7 @@
 //! restoring), renamed over the target, and the directory is fsynced.
 
 use super::journal::{Kind, Meta};
-use crate::root::Root;
+use crate::guest::root::Root;
 use anyhow::{anyhow, bail, Context, Result};
 use std::ffi::{CString, OsStr};
 use std::io::{Read, Write};

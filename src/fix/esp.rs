@@ -6,12 +6,12 @@
 //! - `--dir /boot/efi`: the ESP is mounted there; the copies are ordinary guest file writes (backed up,
 //!   atomic, journaled, undone by rollback like every other file).
 //! - `--device DEV --offset N --length L`: the ESP is not mounted (or the host cannot mount vfat); the
-//!   FAT is written directly by [`crate::fat`]. Before the writes, the old bytes of every range are saved
+//!   FAT is written directly by [`crate::guest::fat`]. Before the writes, the old bytes of every range are saved
 //!   in the run directory and journaled ([`super::journal::Entry::EspWrite`]); rollback writes them back,
 //!   but only while every range still holds either what the run wrote or what was there before.
 
-use crate::check::{order, Phase, PlannedCommand};
-use crate::fat;
+use crate::checks::{order, Phase, PlannedCommand};
+use crate::guest::fat;
 use anyhow::{bail, Context, Result};
 use std::os::unix::fs::FileExt;
 
@@ -242,7 +242,7 @@ pub fn mounted_at(device: &str) -> Result<Option<String>> {
     }
     let text =
         std::fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
-    Ok(crate::facts::parse_mountinfo(&text)
+    Ok(crate::guest::facts::parse_mountinfo(&text)
         .into_iter()
         .find(|m| devs.contains(&m.dev))
         .map(|m| m.target))

@@ -10,7 +10,7 @@
 //!
 //! Commands are argv only (never a shell) with a fixed environment.
 
-use crate::root::Root;
+use crate::guest::root::Root;
 use anyhow::{bail, Context, Result};
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
@@ -601,7 +601,7 @@ fn child_setup(ops: &[Op], base: &CString) -> std::io::Result<()> {
 
 /// Filesystems of the guest (mounted at or below the root) with their identifiers, for `/dev/disk/by-*`
 /// links: from the facts when the probe found them, else read from the mounted devices' superblocks.
-pub fn guest_dev_links(root: &Root, facts_fs: &[crate::facts::Filesystem]) -> Vec<DevLink> {
+pub fn guest_dev_links(root: &Root, facts_fs: &[crate::guest::facts::Filesystem]) -> Vec<DevLink> {
     let mut out: Vec<DevLink> = facts_fs
         .iter()
         .filter(|f| f.uuid.is_some() || f.label.is_some() || f.partuuid.is_some())
@@ -615,7 +615,7 @@ pub fn guest_dev_links(root: &Root, facts_fs: &[crate::facts::Filesystem]) -> Ve
     if root.is_live() {
         return out;
     }
-    if let Ok(mounts) = crate::facts::read_mounts(root) {
+    if let Ok(mounts) = crate::guest::facts::read_mounts(root) {
         for m in mounts {
             if !m.source.starts_with("/dev/") || out.iter().any(|l| l.device == m.source) {
                 continue;
@@ -635,8 +635,8 @@ pub fn guest_dev_links(root: &Root, facts_fs: &[crate::facts::Filesystem]) -> Ve
 
 /// UUID and label of the filesystem on `dev`, read from its superblock (the probe's parsers).
 pub fn read_fs_ids(dev: &Path) -> Option<(Option<String>, Option<String>)> {
-    let head = crate::probe::read_head(dev.to_str()?)?;
-    let p = crate::probe::probe_superblock(&head)?;
+    let head = crate::guest::probe::read_head(dev.to_str()?)?;
+    let p = crate::guest::probe::probe_superblock(&head)?;
     Some((p.uuid, p.label))
 }
 

@@ -5,7 +5,7 @@
 //! Fault injection for tests: with `CLOUDPREP_FAULT_STEP=N` the process SIGKILLs itself right after the
 //! N-th journal entry it wrote is durable.
 
-use crate::check::Phase;
+use crate::checks::Phase;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};

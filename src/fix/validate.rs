@@ -2,8 +2,8 @@
 //! validator undoes that file's change.
 
 use super::exec::{self, Chroot};
-use crate::check::Validator;
-use crate::root::Root;
+use crate::checks::Validator;
+use crate::guest::root::Root;
 use anyhow::{Context, Result};
 use std::path::Path;
 use std::process::Command;

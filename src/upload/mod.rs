@@ -14,7 +14,7 @@ pub mod progress;
 pub mod secret;
 pub mod source;
 
-use crate::cli::{Global, ImageFormat, UploadArgs, Visibility};
+use crate::export::{Consistency, ImageFormat};
 use anyhow::{anyhow, bail, Result};
 use auth::Credentials;
 use glance::{Glance, Image, ImageSpec};
@@ -23,9 +23,35 @@ use secret::{redact, Secret};
 use source::Source;
 use std::time::{Duration, Instant};
 
-pub fn cmd_upload(g: &Global, a: &UploadArgs) -> Result<i32> {
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Visibility {
+    Private,
+    Shared,
+}
+
+/// What `cloudprep upload` is asked to do (see the command's help for each field).
+#[derive(Debug, Clone)]
+pub struct UploadOptions {
+    /// Image name (default: derived from the OS).
+    pub name: Option<String>,
+    pub format: ImageFormat,
+    pub visibility: Visibility,
+    /// `KEY=VALUE` image properties that add to or override the recommended ones.
+    pub properties: Vec<String>,
+    /// `auto`, a block device or an image file to export.
+    pub source: String,
+    pub consistency: Option<Consistency>,
+    /// Upload this already exported image as it is.
+    pub file: Option<std::path::PathBuf>,
+    pub insecure: bool,
+    /// Upload attempts into the same queued image.
+    pub retries: u32,
+}
+
+/// Upload the guest under `root` (its recommendations name the image's properties). Returns the exit code.
+pub fn run(root: &std::path::Path, a: &UploadOptions) -> Result<i32> {
     // Every error leaving this module goes through the redactor, whatever produced it.
-    run(g, a).map_err(|e| anyhow!("{}", redact(&format!("{e:#}"))))
+    upload(root, a).map_err(|e| anyhow!("{}", redact(&format!("{e:#}"))))
 }
 
 /// Log in to Keystone: the token (as a [`Secret`]) and what came with it.
@@ -65,7 +91,7 @@ pub fn authenticate(http: &Http, creds: &Credentials) -> Result<(Secret, auth::T
     Ok((token, info))
 }
 
-fn default_name(facts: &crate::facts::Facts) -> String {
+fn default_name(facts: &crate::guest::facts::Facts) -> String {
     match &facts.os {
         Some(o) if !o.id.is_empty() && !o.version_id.is_empty() => {
             format!("{}-{}-migrated", o.id, o.version_id)
@@ -77,8 +103,8 @@ fn default_name(facts: &crate::facts::Facts) -> String {
 
 /// The image to create: the audit's recommendations for the guest under `--root`, the format, and overrides.
 pub fn image_spec(
-    facts: &crate::facts::Facts,
-    a: &UploadArgs,
+    facts: &crate::guest::facts::Facts,
+    a: &UploadOptions,
     virtual_size: Option<u64>,
 ) -> Result<ImageSpec> {
     let rec = crate::recommend::recommend(facts, facts.installed("qemu-guest-agent"));
@@ -312,7 +338,7 @@ fn human(n: u64) -> String {
     progress::human_bytes(n)
 }
 
-fn run(g: &Global, a: &UploadArgs) -> Result<i32> {
+fn upload(root_dir: &std::path::Path, a: &UploadOptions) -> Result<i32> {
     let src = match &a.file {
         Some(f) => Source::file(f, a.format)?,
         None => Source::export(a),
@@ -321,8 +347,8 @@ fn run(g: &Global, a: &UploadArgs) -> Result<i32> {
     log::debug!("credentials: {creds:?}");
     let http = Http::new(creds.cacert.as_deref(), a.insecure || creds.insecure)?;
 
-    let root = crate::root::Root::new(&g.root)?;
-    let facts = crate::facts::Facts::gather(&root);
+    let root = crate::guest::root::Root::new(root_dir)?;
+    let facts = crate::guest::facts::Facts::gather(&root);
     let spec = image_spec(&facts, a, src.virtual_size())?;
 
     let (token, info) = authenticate(&http, &creds)?;
@@ -440,7 +466,7 @@ fn run(g: &Global, a: &UploadArgs) -> Result<i32> {
         })
         .unwrap_or_default();
     println!("  {}", props.join(" "));
-    Ok(crate::cli::EXIT_OK)
+    Ok(crate::exit::EXIT_OK)
 }
 
 /// Final failure: delete the half-made image (or name it when that fails too) and say which.

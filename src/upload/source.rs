@@ -4,7 +4,8 @@
 use super::glance::Glance;
 use super::http::HttpError;
 use super::progress::{human_bytes, Progress};
-use crate::cli::{ImageFormat, UploadArgs};
+use super::UploadOptions;
+use crate::export::ImageFormat;
 use crate::export::{ExportSummary, StreamOptions};
 use anyhow::{anyhow, bail, Context, Result};
 use md5::Md5;
@@ -285,12 +286,12 @@ impl Source {
         })
     }
 
-    pub fn export(a: &UploadArgs) -> Source {
+    pub fn export(a: &UploadOptions) -> Source {
         Source::Export {
             opts: StreamOptions {
                 source: a.source.clone(),
                 format: a.format,
-                compress: crate::cli::Compression::None,
+                compress: crate::export::Compression::None,
                 consistency: a.consistency,
                 threads: None,
                 fs_skip: true,

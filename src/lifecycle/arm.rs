@@ -1,0 +1,155 @@
+//! `cloudprep arm` / `disarm`: the marker, the shutdown drop-ins and the unit's enablement.
+
+use super::*;
+
+/// What `cloudprep arm` is asked to do.
+#[derive(Debug, Clone, Default)]
+pub struct ArmOptions {
+    /// Export the disk to this file or device during the pre-migration shutdown.
+    pub export: Option<String>,
+    pub format: Option<ImageFormat>,
+}
+
+pub fn arm(target: &Target, a: &ArmOptions) -> Result<i32> {
+    let (root, config) = target.open()?;
+    let state = ArmState {
+        armed_at: now(),
+        export_output: a.export.clone(),
+        export_format: a
+            .format
+            .map(|f| f.to_possible_value().unwrap().get_name().to_string()),
+    };
+    // Refuse a configuration premigrate could not carry out, now rather than during the shutdown.
+    let export = state.export_config(&config.export);
+    let args = export_args(&export).context("checking the export settings")?;
+    if a.format.is_some() && args.is_none() {
+        bail!(
+            "--format needs --export FILE|DEVICE (or [export] enabled = true in the configuration)"
+        );
+    }
+    if let Some(ea) = &args {
+        if root.is_live() {
+            check_export_target(&ea.output)?;
+        }
+    }
+    installed_unit(&root, PREMIGRATE_UNIT).ok_or_else(|| {
+        anyhow!(
+            "{PREMIGRATE_UNIT} is not installed under {}: install the cloudprep package first",
+            root.display(UNIT_DIRS[0])
+        )
+    })?;
+    write_guest(&root, PREMIGRATE_MARKER, &state.render()?)?;
+    for t in SHUTDOWN_TARGETS {
+        write_guest(&root, &dropin_path(t), TIMEOUT_DROPIN_TEXT)?;
+    }
+    // A file target lives on a mounted file system that the shutdown unmounts: order the unit after
+    // that mount so the mount is still there while ExecStop= exports.
+    let export_dropin = dropin_path(PREMIGRATE_UNIT);
+    match args.as_ref().and_then(|ea| export_mount_dropin(&ea.output)) {
+        Some(text) => write_guest(&root, &export_dropin, &text)?,
+        None => {
+            remove_guest(&root, &export_dropin)?;
+        }
+    }
+    enable_unit(&root, PREMIGRATE_UNIT)?;
+    let started = if systemd_running(&root) {
+        systemctl(&["daemon-reload"])?;
+        // Active now, so that its ExecStop= runs at the next power-off.
+        systemctl(&["start", PREMIGRATE_UNIT])?;
+        true
+    } else {
+        false
+    };
+    println!(
+        "cloudprep: armed {PREMIGRATE_UNIT} ({})",
+        root.display(PREMIGRATE_MARKER)
+    );
+    println!(
+        "  at the next power-off: audit, fix --yes, audit again (reports in {STATE_DIR}), arm {FIRSTBOOT_UNIT},"
+    );
+    match &args {
+        Some(ea) => println!(
+            "  export the disk holding / to {} ({}, {}, root {}), then power off",
+            ea.output, export.format, export.compress, export.consistency
+        ),
+        None => println!("  no export configured; then power off"),
+    }
+    if !started {
+        println!("  (systemd is not running here: the unit becomes active at the next boot)");
+    }
+    println!("  a reboot does not trigger it; `cloudprep disarm` undoes this");
+    Ok(EXIT_OK)
+}
+
+pub fn disarm(target: &Target) -> Result<i32> {
+    let root = Root::new(&target.root)?;
+    let was = disarm_premigrate(&root)?;
+    if systemd_running(&root) {
+        // Safe: the marker is gone and the system is not shutting down, so ExecStop= does nothing.
+        // Disarmed is disarmed even if systemd cannot be told (e.g. from a package removal).
+        for args in [&["daemon-reload"][..], &["stop", PREMIGRATE_UNIT][..]] {
+            if let Err(e) = systemctl(args) {
+                eprintln!("cloudprep: warning: {e:#}");
+            }
+        }
+    }
+    println!(
+        "cloudprep: {PREMIGRATE_UNIT} {}",
+        if was { "disarmed" } else { "was not armed" }
+    );
+    Ok(EXIT_OK)
+}
+
+/// Remove the marker, the timeout drop-ins and the enablement. Returns whether anything was armed.
+pub fn disarm_premigrate(root: &Root) -> Result<bool> {
+    let mut was = remove_guest(root, PREMIGRATE_MARKER)?;
+    for t in SHUTDOWN_TARGETS.iter().chain([&PREMIGRATE_UNIT]) {
+        let d = dropin_path(t);
+        remove_guest(root, &d)?;
+        // Drop the directory if it is now empty (we created it).
+        if let Ok(r) = root.resolve(d.rsplit_once('/').unwrap().0) {
+            let _ = std::fs::remove_dir(r.host);
+        }
+    }
+    was |= disable_unit(root, PREMIGRATE_UNIT)?;
+    Ok(was)
+}
+
+/// An export target must not live on the disk being exported (with a read-only root it could not even be
+/// written).
+fn check_export_target(output: &str) -> Result<()> {
+    if output == "-" {
+        bail!("the pre-migration export needs a file or a device, not standard output");
+    }
+    let p = Path::new(output);
+    let source = boot_disks_live("/").unwrap_or_default();
+    let meta = std::fs::metadata(p);
+    match meta {
+        Ok(m) if std::os::unix::fs::FileTypeExt::is_block_device(&m.file_type()) => {
+            let rdev = std::os::unix::fs::MetadataExt::rdev(&m);
+            let id = format!("{}:{}", libc::major(rdev), libc::minor(rdev));
+            let disks = disks_of_dev(Path::new("/sys"), &id).unwrap_or_default();
+            if disks.iter().any(|d| source.contains(d)) {
+                bail!("export target {output} is on the disk being exported ({source:?})");
+            }
+        }
+        _ => {
+            let dir = p
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            let dm = std::fs::metadata(dir)
+                .with_context(|| format!("export target directory {}", dir.display()))?;
+            let dev = std::os::unix::fs::MetadataExt::dev(&dm);
+            let id = format!("{}:{}", libc::major(dev), libc::minor(dev));
+            let disks = disks_of_dev(Path::new("/sys"), &id).unwrap_or_default();
+            if disks.iter().any(|d| source.contains(d)) {
+                bail!(
+                    "export target {output} is on the disk being exported ({}): use another disk",
+                    source.join(", ")
+                );
+            }
+        }
+    }
+    Ok(())
+}
