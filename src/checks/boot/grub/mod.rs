@@ -368,21 +368,8 @@ fn check_uefi_fallback(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
         )
         .remediation(mount_hint.clone())
     };
-    let located = esp::locate(ctx);
-    let content = match &located {
-        Ok(esp::Esp::Mounted(mp)) => esp::content_mounted(ctx, mp),
-        Ok(esp::Esp::Device {
-            device,
-            offset,
-            length,
-            ..
-        }) => crate::fix::esp::open_device(device, false)
-            .and_then(|f| esp::content_device(&f, *offset, *length, arch))
-            .map_err(|e| {
-                e.context(format!(
-                    "reading the FAT filesystem on {device} at byte {offset}"
-                ))
-            }),
+    let located = match esp::locate(ctx) {
+        Ok(l) => l,
         Err(why) => {
             out.push(unverifiable(format!(
                 "the EFI system partition is not mounted at /boot/efi and cloudprep could not find it ({why})"
@@ -391,7 +378,21 @@ fn check_uefi_fallback(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
             return Ok(out);
         }
     };
-    let located = located.unwrap();
+    let content = match &located {
+        esp::Esp::Mounted(mp) => esp::content_mounted(ctx, mp),
+        esp::Esp::Device {
+            device,
+            offset,
+            length,
+            ..
+        } => crate::fix::esp::open_device(device, false)
+            .and_then(|f| esp::content_device(&f, *offset, *length, arch))
+            .map_err(|e| {
+                e.context(format!(
+                    "reading the FAT filesystem on {device} at byte {offset}"
+                ))
+            }),
+    };
     let (where_, ev_path) = match &located {
         esp::Esp::Mounted(mp) => (
             format!("the EFI system partition mounted at {mp}"),
@@ -1186,6 +1187,25 @@ mod tests {
     }
 
     const CONFIG_DAT: &str = "Name: grub-pc/hidden_timeout\nTemplate: grub-pc/hidden_timeout\nValue: true\nOwners: grub-pc\n\nName: grub-pc/install_devices\nTemplate: grub-pc/install_devices\nValue: /dev/disk/by-id/ata-VMware_Virtual_IDE_Hard_Drive_00000000000000000001\nOwners: grub-pc\nFlags: seen\nVariables:\n CHOICES = /dev/sda (21474 MB; VMware_Virtual_IDE_Hard_Drive)\n RAW_CHOICES = /dev/sda\n\nName: grub-pc/install_devices_disks_changed\nTemplate: grub-pc/install_devices_disks_changed\nValue: /dev/sda\nOwners: grub-pc\n";
+
+    #[test]
+    fn debconf_force_extra_removable() {
+        let t = "Name: grub2/force_efi_extra_removable\nTemplate: grub2/force_efi_extra_removable\nValue: false\nOwners: grub-efi-amd64\n\nName: grub2/update_nvram\nTemplate: grub2/update_nvram\nValue: true\n";
+        assert_eq!(
+            debconf_value(t, FORCE_EXTRA_REMOVABLE),
+            Some((3, "false".into()))
+        );
+        let out = set_debconf_value(t, FORCE_EXTRA_REMOVABLE, "true");
+        assert_eq!(out, t.replacen("Value: false", "Value: true", 1));
+        assert_eq!(set_debconf_value(&out, FORCE_EXTRA_REMOVABLE, "true"), out);
+        assert_eq!(
+            debconf_value(
+                "Name: grub2/update_nvram\nValue: true\n",
+                FORCE_EXTRA_REMOVABLE
+            ),
+            None
+        );
+    }
 
     #[test]
     fn debconf_install_devices() {
