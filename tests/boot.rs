@@ -351,19 +351,9 @@ fn vmware_guest_boot_findings_and_plan() {
     ));
     assert_eq!(sev("boot.virtio-initramfs"), "blocker");
     // The plan: commands in order, update-grub once.
-    let cmds: Vec<String> = r["plan"]["commands"]
-        .as_array()
-        .unwrap()
+    let cmds: Vec<String> = common::argvs(&r["plan"]["commands"])
         .iter()
-        .map(|c| {
-            c["argv"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|a| a.as_str().unwrap())
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
+        .map(|a| a.join(" "))
         .collect();
     assert_eq!(
         cmds.iter().filter(|c| *c == "update-grub").count(),
