@@ -339,8 +339,23 @@ fn mounted_esp_gets_the_fallback_loader_as_guest_files() {
     std::fs::write(efi.join("EFI/debian/grubx64.efi"), &grub).unwrap();
     std::fs::write(efi.join("EFI/debian/shimx64.efi"), b"MZ shim").unwrap();
     std::fs::write(efi.join("EFI/debian/mmx64.efi"), b"MZ mm").unwrap();
+    // A debconf database without the question (a grub-efi older than Debian 9's, or a trimmed
+    // config.dat): a warning without a fix (debconf-set-selections refuses an unknown question).
+    let dc_path = root.join("var/cache/debconf/config.dat");
+    let dc = std::fs::read_to_string(&dc_path).unwrap();
+    let stanza_at = dc.find("Name: grub2/force_efi_extra_removable\n").unwrap();
+    let stanza_end = stanza_at + dc[stanza_at..].find("\n\n").unwrap() + 2;
+    let trimmed = format!("{}{}", &dc[..stanza_at], &dc[stanza_end..]);
+    std::fs::write(&dc_path, &trimmed).unwrap();
     let (code, rep) = common::audit_json(root, &["--only", "boot.grub-installed"]);
     assert_eq!(code, 2, "{rep:#}");
+    assert_eq!(commands(&rep, "boot.grub-installed").len(), 1, "{rep:#}");
+    let f = findings(&rep, "boot.grub-installed");
+    assert_eq!(f[1]["severity"], "warning");
+    assert!(f[1]["message"]
+        .as_str()
+        .unwrap()
+        .contains("no grub2/force_efi_extra_removable question"));
     assert_eq!(
         commands(&rep, "boot.grub-installed")[0],
         [
@@ -356,12 +371,10 @@ fn mounted_esp_gets_the_fallback_loader_as_guest_files() {
         .to_vec()
     );
     let out = g.cloudprep(&["fix", "--yes", "--only", "boot.grub-installed"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    // Exit 1: the debconf warning has no fix.
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains(": applied\n"), "{said}");
     assert_eq!(
         std::fs::read(efi.join("EFI/BOOT/BOOTX64.EFI")).unwrap(),
         b"MZ shim"
@@ -371,8 +384,13 @@ fn mounted_esp_gets_the_fallback_loader_as_guest_files() {
         std::fs::read(efi.join("EFI/BOOT/mmx64.efi")).unwrap(),
         b"MZ mm"
     );
-    let (code, _) = common::audit_json(root, &["--only", "boot.grub-installed"]);
-    assert_eq!(code, 0);
+    let (code, rep) = common::audit_json(root, &["--only", "boot.grub-installed"]);
+    assert_eq!(code, 1, "{rep:#}");
+    assert_eq!(findings(&rep, "boot.grub-installed").len(), 1, "{rep:#}");
+    std::fs::write(&dc_path, &dc).unwrap();
+    let (code, rep) = common::audit_json(root, &["--only", "boot.grub-installed"]);
+    assert_eq!(code, 1, "only the debconf warning: {rep:#}");
+    std::fs::write(&dc_path, &trimmed).unwrap();
     let out = g.cloudprep(&["rollback"]);
     assert_eq!(
         out.status.code(),
@@ -385,4 +403,5 @@ fn mounted_esp_gets_the_fallback_loader_as_guest_files() {
         "rollback left \\EFI\\BOOT behind"
     );
     assert!(efi.join("EFI/debian/grubx64.efi").exists());
+    assert_eq!(std::fs::read_to_string(&dc_path).unwrap(), trimmed);
 }

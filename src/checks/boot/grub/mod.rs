@@ -528,45 +528,46 @@ fn force_removable_finding(ctx: &Ctx, info: &CheckInfo) -> Result<Option<Finding
     if value.as_ref().is_some_and(|(_, v)| v == "true") {
         return Ok(None);
     }
-    let line = format!("{pkg} {FORCE_EXTRA_REMOVABLE} boolean true");
-    let f = Finding::new(
-        info,
-        format!(
-            "debconf {FORCE_EXTRA_REMOVABLE} is {}: a GRUB upgrade reinstalls GRUB for the old VM's boot entry only \
-             and leaves a stale fallback loader \\EFI\\BOOT behind",
-            match &value {
-                Some((_, v)) => format!("{v:?}"),
-                None => "not set".into(),
-            }
-        ),
-    )
-    .severity(Severity::Warning)
-    .remediation(format!("Run `echo '{line}' | debconf-set-selections`."));
-    Ok(Some(match value {
-        Some((l, v)) => f
-            .evidence(Evidence::line(DEBCONF_CONFIG, l, &format!("Value: {v}")))
-            .fix(
-                Fix::default().edit(FileEdit::rewrite(DEBCONF_CONFIG, Validator::None, |t| {
-                    Ok(set_debconf_value(t, FORCE_EXTRA_REMOVABLE, "true"))
-                })),
-            ),
-        None => f
+    let Some((l, v)) = value else {
+        // The question is registered by grub-efi's own configuration (Debian 9 and later); without it, this
+        // GRUB cannot be told to keep the fallback loader (debconf-set-selections refuses an unknown one).
+        return Ok(Some(
+            Finding::new(
+                info,
+                format!(
+                    "debconf has no {FORCE_EXTRA_REMOVABLE} question ({pkg} is older than Debian 9's, or its \
+                     debconf data is missing): GRUB upgrades will not refresh the fallback loader \\EFI\\BOOT"
+                ),
+            )
+            .severity(Severity::Warning)
             .evidence(Evidence::file(
                 DEBCONF_CONFIG,
                 format!("no {FORCE_EXTRA_REMOVABLE} question"),
             ))
-            .fix(
-                Fix::default().command(
-                    PlannedCommand::new(
-                        Phase::Post,
-                        order::DEBCONF,
-                        &["debconf-set-selections"],
-                        "make GRUB upgrades keep the removable fallback loader",
-                    )
-                    .with_stdin(format!("{line}\n")),
-                ),
+            .remediation(
+                "After each GRUB upgrade, copy the new GRUB EFI image to \\EFI\\BOOT again (run cloudprep fix), or \
+                 upgrade GRUB to a release that has the option.",
             ),
-    }))
+        ));
+    };
+    let line = format!("{pkg} {FORCE_EXTRA_REMOVABLE} boolean true");
+    Ok(Some(
+        Finding::new(
+            info,
+            format!(
+                "debconf {FORCE_EXTRA_REMOVABLE} is {v:?}: a GRUB upgrade reinstalls GRUB for the old VM's boot \
+                 entry only and leaves a stale fallback loader \\EFI\\BOOT behind"
+            ),
+        )
+        .severity(Severity::Warning)
+        .remediation(format!("Run `echo '{line}' | debconf-set-selections`."))
+        .evidence(Evidence::line(DEBCONF_CONFIG, l, &format!("Value: {v}")))
+        .fix(
+            Fix::default().edit(FileEdit::rewrite(DEBCONF_CONFIG, Validator::None, |t| {
+                Ok(set_debconf_value(t, FORCE_EXTRA_REMOVABLE, "true"))
+            })),
+        ),
+    ))
 }
 
 // ---------------------------------------------------------------------------------------------------------
