@@ -3,6 +3,7 @@
 #   scripts/mkroot.sh RELEASE DEST [VARIANT]
 # VARIANT: "vm" (default: kernel, grub-pc, ifupdown, openssh-server, initramfs: a VMware-era guest's packages)
 #          "cloud" (vm plus cloud-init: the base of a cloud-ready guest)
+#          "uefi" (vm with grub-efi-amd64 instead of grub-pc: a UEFI guest's packages, real EFI binaries)
 #          "min" (minbase only: for packaging tests).
 # The debootstrap result is cached as a tarball under $CLOUDPREP_CACHE (default /var/cache/cloudprep-tests)
 # so later runs on the same machine only unpack it. The mirror is read from the host's apt sources.
@@ -30,6 +31,7 @@ if [ ! -s "$tarball" ]; then
         case "$variant" in
             vm)  include="$vm_pkgs" ;;
             cloud) include="$vm_pkgs" ;;
+            uefi) include="${vm_pkgs/grub-pc/grub-efi-amd64}" ;;
             min) include="" ;;
             *) echo "mkroot: unknown variant $variant" >&2; exit 2 ;;
         esac

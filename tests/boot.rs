@@ -351,19 +351,9 @@ fn vmware_guest_boot_findings_and_plan() {
     ));
     assert_eq!(sev("boot.virtio-initramfs"), "blocker");
     // The plan: commands in order, update-grub once.
-    let cmds: Vec<String> = r["plan"]["commands"]
-        .as_array()
-        .unwrap()
+    let cmds: Vec<String> = common::argvs(&r["plan"]["commands"])
         .iter()
-        .map(|c| {
-            c["argv"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|a| a.as_str().unwrap())
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
+        .map(|a| a.join(" "))
         .collect();
     assert_eq!(
         cmds.iter().filter(|c| *c == "update-grub").count(),
@@ -573,15 +563,61 @@ fn grub_boot_code_in_the_mbr() {
     let a = run_with_facts(&root, &config, &sel, facts_on_disk(&root, &disk));
     assert_eq!(a.findings[0].severity, cloudprep::checks::Severity::Info);
     assert_eq!(a.findings[0].status, Status::Open);
-    // UEFI guest without the removable fallback loader.
+    // UEFI guest, ESP not mounted and nowhere to be found (the disk has no EFI system partition): a
+    // blocker that says how to make it verifiable, never READY.
+    std::fs::write(&disk, &mbr).unwrap();
     let mut f = facts_on_disk(&root, &disk);
     f.boot_mode = Some(cloudprep::guest::facts::BootMode::Uefi);
     std::fs::create_dir_all(g.path("/boot/efi/EFI/debian")).unwrap();
     std::fs::write(g.path("/boot/efi/EFI/debian/grubx64.efi"), b"MZ").unwrap();
     let a = run_with_facts(&root, &config, &sel, f.clone());
+    assert_eq!(a.findings.len(), 1, "{:?}", a.findings);
     assert_eq!(a.findings[0].severity, cloudprep::checks::Severity::Blocker);
-    assert!(a.plan.commands[0].argv.contains(&"--removable".to_string()));
+    assert!(
+        a.findings[0].message.contains("could not be verified"),
+        "{}",
+        a.findings[0].message
+    );
+    assert!(
+        a.findings[0].message.contains("no EFI system partition"),
+        "{}",
+        a.findings[0].message
+    );
+    assert!(a.findings[0].remediation.contains("/boot/efi"));
+    assert!(a.plan.commands.is_empty());
+    // ESP mounted at /boot/efi without the removable fallback loader: the guest's GRUB is copied there.
+    f.mounts.push(Mount {
+        target: "/boot/efi".into(),
+        source: format!("{}-part2", disk.display()),
+        fstype: "vfat".into(),
+        options: "rw".into(),
+        dev: "7:2".into(),
+    });
+    let a = run_with_facts(&root, &config, &sel, f.clone());
+    assert_eq!(a.findings[0].severity, cloudprep::checks::Severity::Blocker);
+    assert_eq!(
+        a.plan.commands[0].argv,
+        [
+            "cloudprep",
+            "esp-install",
+            "--dir",
+            "/boot/efi",
+            "EFI/debian/grubx64.efi=EFI/BOOT/BOOTX64.EFI"
+        ]
+    );
+    // A fallback loader that is not an EFI executable is no fallback loader.
     std::fs::create_dir_all(g.path("/boot/efi/EFI/boot")).unwrap();
+    std::fs::write(g.path("/boot/efi/EFI/boot/bootx64.efi"), b"").unwrap();
+    let a = run_with_facts(&root, &config, &sel, f.clone());
+    assert!(
+        a.findings[0].message.contains("not an EFI executable"),
+        "{:?}",
+        a.findings
+    );
+    assert_eq!(
+        a.plan.commands[0].argv[4],
+        "EFI/debian/grubx64.efi=EFI/boot/BOOTX64.EFI"
+    );
     std::fs::write(g.path("/boot/efi/EFI/boot/bootx64.efi"), b"MZ").unwrap();
     let a = run_with_facts(&root, &config, &sel, f);
     assert!(a.findings.is_empty(), "{:?}", a.findings);

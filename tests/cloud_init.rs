@@ -61,19 +61,7 @@ fn apply_plan(g: &Guest) -> cloudprep::audit::Audit {
 }
 
 fn command_argv(v: &serde_json::Value) -> Vec<Vec<String>> {
-    v["plan"]["commands"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| {
-            c["argv"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|a| a.as_str().unwrap().to_string())
-                .collect()
-        })
-        .collect()
+    common::argvs(&v["plan"]["commands"])
 }
 
 #[test]

@@ -76,6 +76,17 @@ pub enum Entry {
         backup: String,
         sha256: String,
     },
+    /// Byte ranges (offset, length) of an unmounted EFI system partition that cloudprep's FAT writer is
+    /// about to write (`cloudprep esp-install --device`): `backup` holds their old bytes and `written` the
+    /// new ones, each concatenated in the order of `areas` (see [`super::esp::restore_decision`]).
+    EspWrite {
+        device: String,
+        areas: Vec<(u64, u64)>,
+        backup: String,
+        sha256: String,
+        written: String,
+        written_sha256: String,
+    },
     /// A directory is about to be created (removed again on rollback when empty).
     MkDir {
         path: String,

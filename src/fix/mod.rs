@@ -11,6 +11,7 @@ mod apply;
 pub mod atomic;
 pub mod bootcode;
 mod effects;
+pub mod esp;
 pub mod exec;
 pub mod journal;
 mod rollback;

@@ -513,8 +513,20 @@ pub(super) fn rollback_dir(
             }
         }
     }
-    // 4. Boot code written to disks, when the disk still has the same partition table.
+    // 4. Boot code written to disks, when the disk still has the same partition table; ESP ranges
+    // written by the FAT writer, when they still hold what the run wrote.
     for e in entries.iter().rev() {
+        if let Entry::EspWrite { device, .. } = e {
+            match esp::restore(dir, e) {
+                Ok(None) => rep
+                    .restored
+                    .push(format!("{device} (EFI system partition)")),
+                Ok(Some(why)) => rep.warnings.push(why),
+                Err(err) => rep.errors.push(format!(
+                    "restoring the EFI system partition on {device}: {err:#}"
+                )),
+            }
+        }
         if let Entry::BootCode { device, .. } = e {
             match restore_bootcode(root, dir, e) {
                 Ok(None) => rep.restored.push(format!("{device} (boot code)")),

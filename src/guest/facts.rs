@@ -325,11 +325,29 @@ fn detect_boot_mode(root: &Root, f: &Facts) -> (Option<BootMode>, String) {
         (false, false) => {
             if root.is_dir("/boot/efi/EFI") {
                 (Some(BootMode::Uefi), "/boot/efi/EFI exists".into())
+            } else if esp_in_fstab(root) {
+                (
+                    Some(BootMode::Uefi),
+                    "/etc/fstab mounts an EFI system partition (vfat at /boot/efi)".into(),
+                )
             } else {
                 (None, "no bootloader package found".into())
             }
         }
     }
+}
+
+/// Does /etc/fstab mount a FAT filesystem at /boot/efi (the ESP)?
+fn esp_in_fstab(root: &Root) -> bool {
+    root.read_text("/etc/fstab")
+        .ok()
+        .flatten()
+        .is_some_and(|t| {
+            t.lines().any(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                f.len() >= 3 && !f[0].starts_with('#') && f[1] == "/boot/efi" && f[2] == "vfat"
+            })
+        })
 }
 
 /// Mounts of the guest: on a live system all of mountinfo; under `--root`, those at or below the root,

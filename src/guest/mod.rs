@@ -1,9 +1,11 @@
 //! The guest model: what the checks share for reading the guest. [`root::Root`] does every file read under
 //! the root prefix (chroot semantics), [`facts::Facts`] is what [`probe`] gathers once per run (OS, disks,
 //! mounts, kernels, interfaces), [`netfacts`] reads the live network state and [`dpkg`] the package database.
+//! [`fat`] reads and writes a FAT filesystem (the EFI system partition) the host cannot mount.
 
 pub mod dpkg;
 pub mod facts;
+pub mod fat;
 pub mod netfacts;
 pub mod probe;
 pub mod root;

@@ -262,3 +262,44 @@ pub fn sh(cmd: &str, args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// The argv of each planned command in a JSON `commands` array.
+pub fn argvs(commands: &serde_json::Value) -> Vec<Vec<String>> {
+    commands
+        .as_array()
+        .map(|a| a.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .map(|c| {
+            c["argv"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a.as_str().unwrap().to_string())
+                .collect()
+        })
+        .collect()
+}
+
+/// Run an mtools command on `image` (`FILE`, `FILE@@OFFSET` or a device), with the geometry check off.
+pub fn mtools(cmd: &str, image: &str, args: &[&str]) -> Output {
+    Command::new(cmd)
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .arg("-i")
+        .arg(image)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd} (x.sh installs mtools): {e}"))
+}
+
+/// [`mtools`], panicking with its output on failure; returns its standard output.
+pub fn mt(cmd: &str, image: &str, args: &[&str]) -> String {
+    let o = mtools(cmd, image, args);
+    assert!(
+        o.status.success(),
+        "{cmd} -i {image} {args:?}: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}

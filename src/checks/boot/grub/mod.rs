@@ -1,6 +1,7 @@
 //! Checks: GRUB (boot loader in the MBR / removable EFI path, device names, debconf install devices,
 //! serial console).
 
+pub mod esp;
 pub mod shell;
 
 use crate::checks::{
@@ -262,25 +263,12 @@ pub fn boot_disk(facts: &Facts) -> std::result::Result<String, String> {
     Err(format!("could not find the disk holding {dev}"))
 }
 
-fn efi_fallback_name(arch: Option<&str>) -> (&'static str, &'static str) {
+fn efi_target(arch: Option<&str>) -> &'static str {
     match arch {
-        Some("arm64") => ("BOOTAA64.EFI", "arm64-efi"),
-        Some("i386") => ("BOOTIA32.EFI", "i386-efi"),
-        _ => ("BOOTX64.EFI", "x86_64-efi"),
+        Some("arm64") => "arm64-efi",
+        Some("i386") => "i386-efi",
+        _ => "x86_64-efi",
     }
-}
-
-/// Case-insensitive lookup of a path below a directory (FAT is case-insensitive).
-fn find_ci(ctx: &Ctx, dir: &str, parts: &[&str]) -> Result<Option<String>> {
-    let mut cur = dir.to_string();
-    for part in parts {
-        let names = ctx.root.list_dir(&cur)?;
-        match names.iter().find(|n| n.eq_ignore_ascii_case(part)) {
-            Some(n) => cur = format!("{}/{}", cur.trim_end_matches('/'), n),
-            None => return Ok(None),
-        }
-    }
-    Ok(Some(cur))
 }
 
 fn check_grub_installed(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
@@ -350,31 +338,236 @@ fn check_grub_installed(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
         .fix(Fix::default().command(PlannedCommand::new(Phase::Post, order::GRUB_INSTALL, &["grub-install", &disk], "install GRUB's boot code in the MBR of the boot disk")))])
 }
 
+pub const FORCE_EXTRA_REMOVABLE: &str = "grub2/force_efi_extra_removable";
+const GRUB_EFI_PACKAGES: &[&str] = &[
+    "grub-efi-amd64",
+    "grub-efi-amd64-signed",
+    "grub-efi-arm64",
+    "grub-efi-ia32",
+];
+
 fn check_uefi_fallback(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
-    let (file, target) = efi_fallback_name(ctx.facts.arch.as_deref());
-    let Some(efi) = find_ci(ctx, "/boot/efi", &["EFI"])? else {
-        return Ok(vec![Finding::new(info, "the EFI system partition is not mounted at /boot/efi, so the removable fallback loader could not be verified")
-            .severity(Severity::Info)
-            .remediation("Mount the EFI system partition at /boot/efi and run the audit again.")]);
+    let arch = ctx.facts.arch.as_deref();
+    let n = esp::names(arch);
+    let mut out = Vec::new();
+    let fallback = format!("\\EFI\\BOOT\\{}", n.fallback);
+    let mount_hint = format!(
+        "Mount the EFI system partition at {} (on a running VM: `mount /boot/efi`) and run cloudprep again; \
+         offline, attach the whole disk image so its partitions are visible, or name the ESP's filesystem \
+         under [devices] in {}.",
+        ctx.root.display("/boot/efi"),
+        crate::config::CONFIG_PATH
+    );
+    let unverifiable = |why: String| {
+        Finding::new(
+            info,
+            format!(
+                "the removable fallback loader {fallback} could not be verified: {why}. The cloud starts the VM \
+                 with empty EFI variables, so that file is the only one its firmware boots"
+            ),
+        )
+        .remediation(mount_hint.clone())
     };
-    if find_ci(ctx, &efi, &["BOOT", file])?.is_some() {
-        return Ok(Vec::new());
+    let located = match esp::locate(ctx) {
+        Ok(l) => l,
+        Err(why) => {
+            out.push(unverifiable(format!(
+                "the EFI system partition is not mounted at /boot/efi and cloudprep could not find it ({why})"
+            )));
+            out.extend(force_removable_finding(ctx, info)?);
+            return Ok(out);
+        }
+    };
+    let content = match &located {
+        esp::Esp::Mounted(mp) => esp::content_mounted(ctx, mp),
+        esp::Esp::Device {
+            device,
+            offset,
+            length,
+            ..
+        } => crate::fix::esp::open_device(device, false)
+            .and_then(|f| esp::content_device(&f, *offset, *length, arch))
+            .map_err(|e| {
+                e.context(format!(
+                    "reading the FAT filesystem on {device} at byte {offset}"
+                ))
+            }),
+    };
+    let (where_, ev_path) = match &located {
+        esp::Esp::Mounted(mp) => (
+            format!("the EFI system partition mounted at {mp}"),
+            mp.clone(),
+        ),
+        esp::Esp::Device { how, device, .. } => (
+            format!("the EFI system partition ({how}; not mounted, read directly)"),
+            device.clone(),
+        ),
+    };
+    let content = match content {
+        Ok(c) => c,
+        Err(e) => {
+            out.push(unverifiable(format!("{where_} could not be read: {e:#}")));
+            out.extend(force_removable_finding(ctx, info)?);
+            return Ok(out);
+        }
+    };
+    let problem = match &content.fallback {
+        Some((_, size, head)) if *size > 0 && esp::is_pe(head) => None,
+        Some((p, size, _)) => Some(format!(
+            "{p} in {where_} is not an EFI executable ({size} bytes, no MZ header)"
+        )),
+        None => Some(format!(
+            "{where_} has no removable fallback loader {fallback}"
+        )),
+    };
+    if let Some(problem) = problem {
+        let loaders: Vec<String> = content
+            .dirs
+            .iter()
+            .map(|(d, files)| {
+                format!(
+                    "{d}: {}",
+                    if files.is_empty() {
+                        "-".to_string()
+                    } else {
+                        files.join(" ")
+                    }
+                )
+            })
+            .collect();
+        let os_id = ctx.facts.os.as_ref().map(|o| o.id.as_str()).unwrap_or("");
+        let mut f = Finding::new(
+            info,
+            format!("{problem}: the cloud starts the VM with empty EFI variables, so only the fallback path boots"),
+        )
+        .evidence(Evidence::file(
+            &ev_path,
+            format!(
+                "\\EFI: {}",
+                if loaders.is_empty() { "absent or empty".to_string() } else { loaders.join("; ") }
+            ),
+        ));
+        match esp::fallback_copies(&content, os_id, &n) {
+            Some((vendor, copies)) => {
+                let target = match &located {
+                    esp::Esp::Mounted(mp) => crate::fix::esp::Target::Dir(mp.clone()),
+                    esp::Esp::Device {
+                        device,
+                        offset,
+                        length,
+                        ..
+                    } => crate::fix::esp::Target::Device {
+                        device: device.clone(),
+                        offset: *offset,
+                        length: *length,
+                    },
+                };
+                let list = copies
+                    .iter()
+                    .map(|(s, d)| {
+                        format!(
+                            "{} -> {}",
+                            crate::guest::fat::dos(s),
+                            crate::guest::fat::dos(d)
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let how = match &target {
+                    crate::fix::esp::Target::Dir(_) => "as guest file writes, backed up and journaled",
+                    crate::fix::esp::Target::Device { .. } => {
+                        "by writing the FAT directly (the ESP is not mounted); the old bytes of every range it writes are saved in the run directory and journaled"
+                    }
+                };
+                f = f
+                    .remediation(format!(
+                        "Copy the guest's own boot loader from \\EFI\\{vendor} to the fallback path: {list}."
+                    ))
+                    .fix(Fix::default().command(
+                        crate::fix::esp::Install { target, copies }.command(&format!(
+                            "cloudprep copies {list} inside the EFI system partition itself, {how}"
+                        )),
+                    ));
+            }
+            None => {
+                let target = efi_target(arch);
+                f = f.remediation(format!(
+                    "No GRUB EFI image to copy was found under \\EFI. In the guest, with the ESP mounted at /boot/efi, run \
+                     `grub-install --target={target} --efi-directory=/boot/efi --removable --no-nvram`."
+                ));
+                if let esp::Esp::Mounted(mp) = &located {
+                    f = f.fix(Fix::default().command(PlannedCommand::new(
+                        Phase::Post,
+                        order::GRUB_INSTALL,
+                        &[
+                            "grub-install",
+                            &format!("--target={target}"),
+                            &format!("--efi-directory={mp}"),
+                            "--removable",
+                            "--no-nvram",
+                        ],
+                        "install GRUB to the removable fallback path EFI/BOOT",
+                    )));
+                }
+            }
+        }
+        out.push(f);
     }
-    let loaders: Vec<String> = ctx
-        .root
-        .list_dir(&efi)?
-        .into_iter()
-        .filter(|n| !n.eq_ignore_ascii_case("BOOT"))
-        .collect();
-    Ok(vec![Finding::new(info, format!("no removable fallback loader {efi}/BOOT/{file}: the cloud starts the VM with empty EFI variables, so only the fallback path boots"))
-        .evidence(Evidence::file(&efi, format!("boot loaders: {}", if loaders.is_empty() { "none".to_string() } else { loaders.join(", ") })))
-        .remediation(format!("Run `grub-install --target={target} --efi-directory=/boot/efi --removable --no-nvram`."))
-        .fix(Fix::default().command(PlannedCommand::new(
-            Phase::Post,
-            order::GRUB_INSTALL,
-            &["grub-install", &format!("--target={target}"), "--efi-directory=/boot/efi", "--removable", "--no-nvram"],
-            "install GRUB to the removable fallback path EFI/BOOT",
-        )))])
+    out.extend(force_removable_finding(ctx, info)?);
+    Ok(out)
+}
+
+/// GRUB's EFI packages reinstall the fallback loader on every upgrade only when debconf's
+/// `grub2/force_efi_extra_removable` is true.
+fn force_removable_finding(ctx: &Ctx, info: &CheckInfo) -> Result<Option<Finding>> {
+    let Some(pkg) = GRUB_EFI_PACKAGES.iter().find(|p| ctx.facts.installed(p)) else {
+        return Ok(None);
+    };
+    let text = ctx.root.read_text(DEBCONF_CONFIG)?.unwrap_or_default();
+    let value = debconf_value(&text, FORCE_EXTRA_REMOVABLE);
+    if value.as_ref().is_some_and(|(_, v)| v == "true") {
+        return Ok(None);
+    }
+    let Some((l, v)) = value else {
+        // The question is registered by grub-efi's own configuration (Debian 9 and later); without it, this
+        // GRUB cannot be told to keep the fallback loader (debconf-set-selections refuses an unknown one).
+        return Ok(Some(
+            Finding::new(
+                info,
+                format!(
+                    "debconf has no {FORCE_EXTRA_REMOVABLE} question ({pkg} is older than Debian 9's, or its \
+                     debconf data is missing): GRUB upgrades will not refresh the fallback loader \\EFI\\BOOT"
+                ),
+            )
+            .severity(Severity::Warning)
+            .evidence(Evidence::file(
+                DEBCONF_CONFIG,
+                format!("no {FORCE_EXTRA_REMOVABLE} question"),
+            ))
+            .remediation(
+                "After each GRUB upgrade, copy the new GRUB EFI image to \\EFI\\BOOT again (run cloudprep fix), or \
+                 upgrade GRUB to a release that has the option.",
+            ),
+        ));
+    };
+    let line = format!("{pkg} {FORCE_EXTRA_REMOVABLE} boolean true");
+    Ok(Some(
+        Finding::new(
+            info,
+            format!(
+                "debconf {FORCE_EXTRA_REMOVABLE} is {v:?}: a GRUB upgrade reinstalls GRUB for the old VM's boot \
+                 entry only and leaves a stale fallback loader \\EFI\\BOOT behind"
+            ),
+        )
+        .severity(Severity::Warning)
+        .remediation(format!("Run `echo '{line}' | debconf-set-selections`."))
+        .evidence(Evidence::line(DEBCONF_CONFIG, l, &format!("Value: {v}")))
+        .fix(
+            Fix::default().edit(FileEdit::rewrite(DEBCONF_CONFIG, Validator::None, |t| {
+                Ok(set_debconf_value(t, FORCE_EXTRA_REMOVABLE, "true"))
+            })),
+        ),
+    ))
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -382,6 +575,11 @@ fn check_uefi_fallback(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
 
 /// The `Value:` line of `grub-pc/install_devices` in debconf's config.dat: (1-based line, value).
 pub fn install_devices(text: &str) -> Option<(usize, String)> {
+    debconf_value(text, INSTALL_DEVICES)
+}
+
+/// The `Value:` line of question `name` in debconf's config.dat: (1-based line, value).
+pub fn debconf_value(text: &str, name: &str) -> Option<(usize, String)> {
     let mut in_stanza = false;
     for (i, line) in text.lines().enumerate() {
         let l = line.trim_end_matches('\r');
@@ -390,7 +588,7 @@ pub fn install_devices(text: &str) -> Option<(usize, String)> {
             continue;
         }
         if let Some(n) = l.strip_prefix("Name:") {
-            in_stanza = n.trim() == INSTALL_DEVICES;
+            in_stanza = n.trim() == name;
             continue;
         }
         if in_stanza {
@@ -404,7 +602,12 @@ pub fn install_devices(text: &str) -> Option<(usize, String)> {
 
 /// Rewrite the stanza's `Value:` line to `value`; every other byte is kept. Idempotent.
 pub fn set_install_devices(text: &str, value: &str) -> String {
-    let Some((line, old)) = install_devices(text) else {
+    set_debconf_value(text, INSTALL_DEVICES, value)
+}
+
+/// Rewrite the `Value:` line of question `name` to `value`; every other byte is kept. Idempotent.
+pub fn set_debconf_value(text: &str, name: &str, value: &str) -> String {
+    let Some((line, old)) = debconf_value(text, name) else {
         return text.to_string();
     };
     if old == value {
@@ -985,6 +1188,25 @@ mod tests {
     }
 
     const CONFIG_DAT: &str = "Name: grub-pc/hidden_timeout\nTemplate: grub-pc/hidden_timeout\nValue: true\nOwners: grub-pc\n\nName: grub-pc/install_devices\nTemplate: grub-pc/install_devices\nValue: /dev/disk/by-id/ata-VMware_Virtual_IDE_Hard_Drive_00000000000000000001\nOwners: grub-pc\nFlags: seen\nVariables:\n CHOICES = /dev/sda (21474 MB; VMware_Virtual_IDE_Hard_Drive)\n RAW_CHOICES = /dev/sda\n\nName: grub-pc/install_devices_disks_changed\nTemplate: grub-pc/install_devices_disks_changed\nValue: /dev/sda\nOwners: grub-pc\n";
+
+    #[test]
+    fn debconf_force_extra_removable() {
+        let t = "Name: grub2/force_efi_extra_removable\nTemplate: grub2/force_efi_extra_removable\nValue: false\nOwners: grub-efi-amd64\n\nName: grub2/update_nvram\nTemplate: grub2/update_nvram\nValue: true\n";
+        assert_eq!(
+            debconf_value(t, FORCE_EXTRA_REMOVABLE),
+            Some((3, "false".into()))
+        );
+        let out = set_debconf_value(t, FORCE_EXTRA_REMOVABLE, "true");
+        assert_eq!(out, t.replacen("Value: false", "Value: true", 1));
+        assert_eq!(set_debconf_value(&out, FORCE_EXTRA_REMOVABLE, "true"), out);
+        assert_eq!(
+            debconf_value(
+                "Name: grub2/update_nvram\nValue: true\n",
+                FORCE_EXTRA_REMOVABLE
+            ),
+            None
+        );
+    }
 
     #[test]
     fn debconf_install_devices() {
