@@ -237,7 +237,7 @@ fn layout_for(src: &source::Source, fs_skip: bool) -> Result<layout::Layout> {
 
 /// Export to a writer that cannot seek (a pipe, an HTTP body). Raw streams directly; qcow2 needs an
 /// allocation pass first to lay out its metadata (uncompressed only).
-pub fn export_stream(opts: &StreamOptions, out: &mut dyn Write) -> Result<ExportSummary> {
+pub fn export_stream(opts: &StreamOptions, out: &mut (dyn Write + Send)) -> Result<ExportSummary> {
     export_stream_root(opts, Path::new("/"), true, out)
 }
 
@@ -245,7 +245,7 @@ fn export_stream_root(
     opts: &StreamOptions,
     root: &Path,
     digest: bool,
-    out: &mut dyn Write,
+    out: &mut (dyn Write + Send),
 ) -> Result<ExportSummary> {
     if opts.format == ImageFormat::Qcow2 && opts.compress != Compression::None {
         bail!("compressed qcow2 cannot be streamed (its layout depends on the compressed sizes): write to a file, or stream raw/uncompressed qcow2");
@@ -331,10 +331,10 @@ pub fn run(root: &Path, a: &ExportOptions) -> Result<i32> {
         if a.verify {
             bail!("--verify needs an output file");
         }
-        let stdout = std::io::stdout();
-        let mut lock = stdout.lock();
-        let s = export_stream_root(&opts, root, digest, &mut lock)?;
-        lock.flush()?;
+        // `Stdout` (not its `!Send` lock): the pipeline writes from its writer thread.
+        let mut stdout = std::io::stdout();
+        let s = export_stream_root(&opts, root, digest, &mut stdout)?;
+        stdout.flush()?;
         eprint!("{}", s.render());
         return Ok(crate::exit::EXIT_OK);
     }
