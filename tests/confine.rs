@@ -126,11 +126,18 @@ fn assert_confined(prog: &str, r: &BTreeMap<String, String>, guest_disk: &str, h
             .map(String::as_str)
             .unwrap_or_else(|| panic!("{prog}: no {k} in\n{text}"))
     };
-    assert_eq!(get("pid"), "2", "{prog} runs as PID 2 of its own namespace\n{text}");
+    assert_eq!(
+        get("pid"),
+        "2",
+        "{prog} runs as PID 2 of its own namespace\n{text}"
+    );
     let procs: u32 = get("procs").parse().unwrap();
     assert!(procs < 10, "{prog} sees {procs} processes\n{text}");
     assert_eq!(get("environ"), "denied", "{text}");
-    assert!(!text.contains(CANARY_VALUE), "{prog} read the host's environment\n{text}");
+    assert!(
+        !text.contains(CANARY_VALUE),
+        "{prog} read the host's environment\n{text}"
+    );
     assert_eq!(get("proc1root"), "denied", "{text}");
     assert_eq!(get("mark"), "hidden", "{text}");
     assert_eq!(get("double-chroot"), "contained", "{text}");
@@ -169,10 +176,7 @@ fn assert_confined(prog: &str, r: &BTreeMap<String, String>, guest_disk: &str, h
 
 #[test]
 fn planted_guest_programs_cannot_reach_the_host() {
-    assert!(
-        common::is_root(),
-        "tests/confine.rs needs root (run it through scripts/test.sh as root)"
-    );
+    common::require_root();
     // A host disk that belongs to no guest, with a known pattern.
     let host_disk = common::loopdev::LoopDisk::new(4, "");
     let pattern: Vec<u8> = (0..4u32 << 20).map(|i| (i % 251) as u8).collect();

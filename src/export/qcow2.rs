@@ -419,7 +419,11 @@ pub struct Qcow2Stream<'a> {
 }
 
 impl<'a> Qcow2Stream<'a> {
-    pub fn new(out: &'a mut (dyn Write + Send), vsize: u64, map: AllocMap) -> Result<Qcow2Stream<'a>> {
+    pub fn new(
+        out: &'a mut (dyn Write + Send),
+        vsize: u64,
+        map: AllocMap,
+    ) -> Result<Qcow2Stream<'a>> {
         let l1n = l1_entries(vsize);
         let l1c = clusters_for(l1n * 8);
         let n_data = map.bits.iter().map(|b| b.count_ones() as u64).sum::<u64>();

@@ -237,9 +237,9 @@ fn disk_node(rel: &str, num: (u32, u32)) -> DiskNode {
         .filter(|m| m.file_type().is_block_device() && m.rdev() == rdev);
     DiskNode {
         name: rel.to_string(),
-        mode: host
-            .as_ref()
-            .map_or(libc::S_IFBLK | 0o660, |m| libc::S_IFBLK | (m.mode() & 0o7777)),
+        mode: host.as_ref().map_or(libc::S_IFBLK | 0o660, |m| {
+            libc::S_IFBLK | (m.mode() & 0o7777)
+        }),
         rdev,
         uid: host.as_ref().map_or(0, |m| m.uid()),
         gid: host.as_ref().map_or(6, |m| m.gid()),
@@ -389,7 +389,11 @@ impl Chroot {
                 p.push(comp);
                 ops.push(Op::Mkdir(c(&p), 0o755));
             }
-            ops.push(Op::Mknod(c(&d), n.mode as libc::mode_t, n.rdev as libc::dev_t));
+            ops.push(Op::Mknod(
+                c(&d),
+                n.mode as libc::mode_t,
+                n.rdev as libc::dev_t,
+            ));
             ops.push(Op::Chown(c(&d), n.uid, n.gid));
         }
         for sub in ["pts", "shm"] {
@@ -703,7 +707,10 @@ const CAP_VERSION_3: u32 = 0x2008_0522;
 unsafe fn close_all_but(keep: libc::c_int) {
     let max = libc::c_uint::MAX;
     let ranges: [(libc::c_uint, libc::c_uint); 2] = if keep >= 0 {
-        [(0, keep as libc::c_uint - 1), (keep as libc::c_uint + 1, max)]
+        [
+            (0, keep as libc::c_uint - 1),
+            (keep as libc::c_uint + 1, max),
+        ]
     } else {
         [(0, max), (1, 0)]
     };
@@ -767,8 +774,14 @@ unsafe fn wait_for(pid: libc::pid_t) -> libc::c_int {
 /// # Safety
 /// Between fork and exec only.
 unsafe fn raw_fork() -> libc::pid_t {
-    libc::syscall(libc::SYS_clone, libc::SIGCHLD as libc::c_ulong, 0usize, 0usize, 0usize, 0usize)
-        as libc::pid_t
+    libc::syscall(
+        libc::SYS_clone,
+        libc::SIGCHLD as libc::c_ulong,
+        0usize,
+        0usize,
+        0usize,
+        0usize,
+    ) as libc::pid_t
 }
 
 /// Runs in the forked child before exec: confine it (see the module documentation). Only the process that
@@ -948,7 +961,12 @@ fn child_setup(ops: &[Op], base: &CString) -> std::io::Result<()> {
             permitted: 0,
             inheritable: 0,
         }; 2];
-        if libc::syscall(libc::SYS_capget, &mut hdr as *mut CapHeader, data.as_mut_ptr()) != 0 {
+        if libc::syscall(
+            libc::SYS_capget,
+            &mut hdr as *mut CapHeader,
+            data.as_mut_ptr(),
+        ) != 0
+        {
             return Err(err());
         }
         for d in data.iter_mut() {

@@ -44,7 +44,11 @@ fn host_run(argv: &[&str]) -> Result<(Option<i32>, String)> {
 fn host_run_within(argv: &[&str], limit: std::time::Duration) -> Result<(Option<i32>, String)> {
     let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
     let o = exec::run_with_input(None, &argv, None, limit)?;
-    let code = if o.timed_out.is_some() { None } else { o.status };
+    let code = if o.timed_out.is_some() {
+        None
+    } else {
+        o.status
+    };
     Ok((code, o.output))
 }
 

@@ -491,12 +491,31 @@ mod tests {
             assert!(o.status.success(), "openssl {args:?}: {o:?}");
         };
         run(&[
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
-            "-days", "2", "-subj", "/CN=cloudprep test CA",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=cloudprep test CA",
         ]);
         run(&[
-            "req", "-newkey", "rsa:2048", "-nodes", "-keyout", "leaf.key", "-out", "leaf.csr",
-            "-subj", "/CN=localhost",
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "leaf.key",
+            "-out",
+            "leaf.csr",
+            "-subj",
+            "/CN=localhost",
         ]);
         std::fs::write(
             dir.join("ext"),
@@ -504,8 +523,21 @@ mod tests {
         )
         .unwrap();
         run(&[
-            "x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-            "-CAcreateserial", "-out", "leaf.pem", "-days", "1", "-extfile", "ext",
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "leaf.pem",
+            "-days",
+            "1",
+            "-extfile",
+            "ext",
         ]);
     }
 
@@ -513,10 +545,11 @@ mod tests {
     /// certificate: Ok when it completes, the client's error otherwise.
     fn handshake(cfg: rustls::ClientConfig, dir: &Path) -> Result<(), rustls::Error> {
         use rustls::pki_types::PrivateKeyDer;
-        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(dir.join("leaf.pem"))
-            .unwrap()
-            .map(|c| c.unwrap())
-            .collect();
+        let certs: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_file_iter(dir.join("leaf.pem"))
+                .unwrap()
+                .map(|c| c.unwrap())
+                .collect();
         let key = PrivateKeyDer::from_pem_file(dir.join("leaf.key")).unwrap();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let scfg = rustls::ServerConfig::builder_with_provider(provider)
@@ -557,12 +590,13 @@ mod tests {
         make_pki(d.path());
         // Verified by default: a certificate from an unknown CA is refused.
         let e = handshake(tls_config(None, false).unwrap(), d.path()).unwrap_err();
-        assert!(
-            matches!(e, rustls::Error::InvalidCertificate(_)),
-            "{e:?}"
-        );
+        assert!(matches!(e, rustls::Error::InvalidCertificate(_)), "{e:?}");
         // OS_CACERT adds the CA: accepted.
-        handshake(tls_config(Some(&d.path().join("ca.pem")), false).unwrap(), d.path()).unwrap();
+        handshake(
+            tls_config(Some(&d.path().join("ca.pem")), false).unwrap(),
+            d.path(),
+        )
+        .unwrap();
         // --insecure: accepted without the CA.
         handshake(tls_config(None, true).unwrap(), d.path()).unwrap();
         // Bad or missing OS_CACERT bundles are errors naming the file.
@@ -609,7 +643,10 @@ mod tests {
         // The other address: 127.0.0.2 (loopback), which must never be contacted.
         let other = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
         other.set_nonblocking(true).unwrap();
-        let other_url = format!("http://127.0.0.2:{}/stolen", other.local_addr().unwrap().port());
+        let other_url = format!(
+            "http://127.0.0.2:{}/stolen",
+            other.local_addr().unwrap().port()
+        );
         let here = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = here.local_addr().unwrap().port();
         let srv = serve(
@@ -628,7 +665,10 @@ mod tests {
             .err()
             .expect("an error")
             .to_string();
-        assert!(e.contains("another address") && e.contains("127.0.0.2"), "{e}");
+        assert!(
+            e.contains("another address") && e.contains("127.0.0.2"),
+            "{e}"
+        );
         assert!(!e.contains(token.expose()), "{e}");
         let e = http
             .put_stream(
@@ -640,13 +680,19 @@ mod tests {
             .err()
             .expect("an error")
             .to_string();
-        assert!(e.contains("redirected to /v2/again") && e.contains("not followed"), "{e}");
+        assert!(
+            e.contains("redirected to /v2/again") && e.contains("not followed"),
+            "{e}"
+        );
         let got = srv.join().unwrap();
         assert_eq!(got.len(), 3, "{got:?}");
         assert!(got[0].starts_with("GET /v2/images "), "{got:?}");
         assert!(got[1].starts_with("GET /v2/next "), "{got:?}");
         for g in &got {
-            assert!(g.contains(&format!("X-Auth-Token: {}", token.expose())), "{g}");
+            assert!(
+                g.contains(&format!("X-Auth-Token: {}", token.expose())),
+                "{g}"
+            );
         }
         // Nothing ever connected to the other address.
         std::thread::sleep(Duration::from_millis(200));
@@ -662,10 +708,16 @@ mod tests {
         assert_eq!(origin("https://h/x?y").as_deref(), Some("https://h:443"));
         assert_eq!(origin("http://u:p@h/x").as_deref(), Some("http://h:80"));
         assert_eq!(origin("http://[::1]/x").as_deref(), Some("http://[::1]:80"));
-        assert_eq!(origin("http://[::1]:81/x").as_deref(), Some("http://[::1]:81"));
+        assert_eq!(
+            origin("http://[::1]:81/x").as_deref(),
+            Some("http://[::1]:81")
+        );
         assert_ne!(origin("http://h/x"), origin("https://h/x"));
         assert!(cleartext_warning("https://keystone:5000/v3").is_none());
         let w = cleartext_warning("HTTP://keystone:5000/v3").unwrap();
-        assert!(w.contains("http://keystone:5000") && w.contains("unencrypted"), "{w}");
+        assert!(
+            w.contains("http://keystone:5000") && w.contains("unencrypted"),
+            "{w}"
+        );
     }
 }

@@ -20,6 +20,55 @@ pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
+/// Tests never pass by doing nothing: without root (loop devices, mounts, chroot) they fail, saying so.
+pub fn require_root() {
+    assert!(
+        is_root(),
+        "this test needs root (loop devices, mounts, the guest's chroot): run the suite as root, through \
+         scripts/test.sh"
+    );
+}
+
+/// A tmpfs of `size` mounted at a directory (created), unmounted on drop.
+pub struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    pub fn mount(target: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(target).unwrap();
+        sh(
+            "mount",
+            &[
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size}"),
+                "tmpfs",
+                target.to_str().unwrap(),
+            ],
+        );
+        Tmpfs(target.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).output();
+    }
+}
+
+/// Fail loudly when a program the test needs is not installed (x.sh installs `package`).
+pub fn require_tool(prog: &str, package: &str) {
+    let found = std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .chain(["/usr/sbin", "/sbin"])
+        .any(|d| Path::new(d).join(prog).is_file());
+    assert!(
+        found,
+        "{prog} is not installed: this test needs it (package {package}, installed by x.sh)"
+    );
+}
+
 /// A real Debian root filesystem unpacked from the cached debootstrap tarball (scripts/mkroot.sh).
 pub struct Guest {
     pub dir: tempfile::TempDir,
