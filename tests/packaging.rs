@@ -56,6 +56,16 @@ fn binary_is_static_stripped_and_the_deb_is_lintian_clean() {
     common::require_root();
     let d = unpacked();
     let bin = d.path().join("usr/sbin/cloudprep");
+    // Test-only hooks (fault injection, a fake sysfs) are not in the release binary; the test build has
+    // the fault hook (the search itself works).
+    let contains = |file: &Path, s: &str| {
+        let bytes = std::fs::read(file).unwrap();
+        bytes.windows(s.len()).any(|w| w == s.as_bytes())
+    };
+    for hook in ["CLOUDPREP_FAULT_STEP", "CLOUDPREP_SYSFS"] {
+        assert!(!contains(&bin, hook), "{hook} is in the release binary");
+    }
+    assert!(contains(&common::bin(), "CLOUDPREP_FAULT_STEP"));
     let f = sh("file", &["-b", bin.to_str().unwrap()]);
     assert!(
         f.contains("static-pie linked") || f.contains("statically linked"),

@@ -110,6 +110,21 @@ impl ServerCertVerifier for NoVerify {
     }
 }
 
+/// Add the certificates of the first bundle in `bundles` that yields any (an empty, unreadable or
+/// unparsable one is passed over); how many were added.
+fn add_system_roots(roots: &mut rustls::RootCertStore, bundles: &[&str]) -> usize {
+    for b in bundles {
+        if let Ok(it) = CertificateDer::pem_file_iter(b) {
+            let (added, _) = roots.add_parsable_certificates(it.filter_map(|c| c.ok()));
+            log::debug!("{added} CA certificates from {b}");
+            if added > 0 {
+                return added;
+            }
+        }
+    }
+    0
+}
+
 fn tls_config(cacert: Option<&Path>, insecure: bool) -> Result<rustls::ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
@@ -127,16 +142,7 @@ fn tls_config(cacert: Option<&Path>, insecure: bool) -> Result<rustls::ClientCon
     }
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    // The first system bundle that yields certificates (an empty or unreadable one is passed over).
-    for b in SYSTEM_BUNDLES {
-        if let Ok(it) = CertificateDer::pem_file_iter(b) {
-            let (added, _) = roots.add_parsable_certificates(it.filter_map(|c| c.ok()));
-            log::debug!("{added} CA certificates from {b}");
-            if added > 0 {
-                break;
-            }
-        }
-    }
+    add_system_roots(&mut roots, SYSTEM_BUNDLES);
     if let Some(ca) = cacert {
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(ca)
             .with_context(|| format!("reading CA bundle {} (OS_CACERT)", ca.display()))?
@@ -599,6 +605,20 @@ mod tests {
         .unwrap();
         // --insecure: accepted without the CA.
         handshake(tls_config(None, true).unwrap(), d.path()).unwrap();
+        // System bundles: an empty or missing one is passed over for the next that has certificates.
+        let empty = d.path().join("empty.pem");
+        std::fs::write(&empty, "").unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        let ca = d.path().join("ca.pem");
+        let n = add_system_roots(
+            &mut roots,
+            &[
+                d.path().join("none.pem").to_str().unwrap(),
+                empty.to_str().unwrap(),
+                ca.to_str().unwrap(),
+            ],
+        );
+        assert_eq!((n, roots.len()), (1, 1));
         // Bad or missing OS_CACERT bundles are errors naming the file.
         let f = d.path().join("bad.pem");
         std::fs::write(&f, "not a pem").unwrap();
