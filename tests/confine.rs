@@ -9,15 +9,13 @@
 mod common;
 
 use cloudprep::audit::compose_plan;
-use cloudprep::checks::{
-    Area, CheckInfo, FileEdit, Finding, Fix, Phase, PlannedCommand, Severity, Validator,
-};
+use cloudprep::checks::{FileEdit, Fix, Phase, PlannedCommand, Validator};
 use cloudprep::config::Config;
 use cloudprep::fix::{self, ExecOptions};
 use cloudprep::guest::root::Root;
+use common::{finding, mounts_under};
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 
 const CANARY: &str = "CLOUDPREP_TEST_CANARY";
 const CANARY_VALUE: &str = "host-secret-8f3a1c";
@@ -68,20 +66,6 @@ echo "end"
 exit 0
 "#;
 
-fn info(id: &'static str) -> CheckInfo {
-    CheckInfo {
-        id,
-        title: "test",
-        area: Area::Platform,
-        severity: Severity::Blocker,
-        fixable: true,
-    }
-}
-
-fn finding(id: &'static str, fix: Fix) -> Finding {
-    Finding::new(&info(id), "planted by the test").fix(fix)
-}
-
 /// `key=value` lines of a probe's record.
 fn record(g: &common::Guest, prog: &str) -> BTreeMap<String, String> {
     let text = std::fs::read_to_string(g.path(&format!("/var/tmp/confine-{prog}.txt")))
@@ -98,16 +82,6 @@ fn record(g: &common::Guest, prog: &str) -> BTreeMap<String, String> {
     }
     m.insert("_text".into(), text);
     m
-}
-
-fn mounts_under(p: &Path) -> Vec<String> {
-    let p = std::fs::canonicalize(p).unwrap().display().to_string();
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
-        .filter(|m| m.starts_with(&format!("{p}/")))
-        .collect()
 }
 
 fn host_dev() -> BTreeSet<String> {

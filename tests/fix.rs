@@ -5,12 +5,11 @@
 mod common;
 
 use cloudprep::audit::{compose_plan, Plan};
-use cloudprep::checks::{
-    Area, CheckInfo, FileEdit, Finding, Fix, Phase, PlannedCommand, Severity, Validator,
-};
+use cloudprep::checks::{FileEdit, Finding, Fix, Phase, PlannedCommand, Validator};
 use cloudprep::config::Config;
 use cloudprep::fix::{self, ExecOptions};
 use cloudprep::guest::root::Root;
+use common::{finding, mounts_under};
 use sha2::Digest;
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -194,20 +193,6 @@ fn grub_install_boot_code_is_written_back_by_rollback() {
 
 const TREES: &[&str] = &["/etc", "/boot", "/var/cache/debconf"];
 
-fn info(id: &'static str) -> CheckInfo {
-    CheckInfo {
-        id,
-        title: "test",
-        area: Area::Platform,
-        severity: Severity::Blocker,
-        fixable: true,
-    }
-}
-
-fn finding(id: &'static str, fix: Fix) -> Finding {
-    Finding::new(&info(id), "planted by the test").fix(fix)
-}
-
 /// A bookworm guest with the test files planted, and its state before any run.
 fn planted_guest() -> (common::Guest, BTreeMap<String, Node>) {
     common::require_root();
@@ -344,16 +329,6 @@ fn bad_findings() -> Vec<Finding> {
 
 fn cmd(phase: Phase, order: u32, argv: &[&str]) -> Fix {
     Fix::default().command(PlannedCommand::new(phase, order, argv, "test"))
-}
-
-fn mounts_under(p: &Path) -> Vec<String> {
-    let p = std::fs::canonicalize(p).unwrap().display().to_string();
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
-        .filter(|m| m.starts_with(&format!("{p}/")))
-        .collect()
 }
 
 #[test]

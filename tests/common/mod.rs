@@ -311,3 +311,27 @@ pub fn sh(cmd: &str, args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// A blocker finding planted by a test, carrying `fix`.
+pub fn finding(id: &'static str, fix: cloudprep::checks::Fix) -> cloudprep::checks::Finding {
+    use cloudprep::checks::{Area, CheckInfo, Finding, Severity};
+    let info = CheckInfo {
+        id,
+        title: "test",
+        area: Area::Platform,
+        severity: Severity::Blocker,
+        fixable: true,
+    };
+    Finding::new(&info, "planted by the test").fix(fix)
+}
+
+/// Mount points below `p` (in this process's namespace): none may be left after a command ran.
+pub fn mounts_under(p: &Path) -> Vec<String> {
+    let p = std::fs::canonicalize(p).unwrap().display().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+        .filter(|m| m.starts_with(&format!("{p}/")))
+        .collect()
+}
