@@ -706,20 +706,18 @@ const CAP_VERSION_3: u32 = 0x2008_0522;
 /// Between fork and exec only: plain syscalls.
 unsafe fn close_all_but(keep: libc::c_int) {
     let max = libc::c_uint::MAX;
-    let ranges: [(libc::c_uint, libc::c_uint); 2] = if keep >= 0 {
-        [
-            (0, keep as libc::c_uint - 1),
-            (keep as libc::c_uint + 1, max),
-        ]
-    } else {
-        [(0, max), (1, 0)]
+    // (lo, hi) ranges to close; an empty one has lo > hi.
+    let ranges: [(libc::c_uint, libc::c_uint); 2] = match libc::c_uint::try_from(keep) {
+        Ok(0) => [(1, max), (1, 0)],
+        Ok(k) => [(0, k - 1), (k.saturating_add(1), max)],
+        Err(_) => [(0, max), (1, 0)],
     };
     for (lo, hi) in ranges {
         if lo > hi {
             continue;
         }
         if libc::syscall(libc::SYS_close_range, lo, hi, 0) != 0 {
-            // Kernels before 5.9: one by one up to the soft limit.
+            // Kernels before 5.9: one by one (descriptors above 65535 are not expected here).
             let mut fd = lo;
             while fd <= hi && fd < 65536 {
                 libc::close(fd as libc::c_int);
