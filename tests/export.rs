@@ -617,6 +617,18 @@ fn refusals_and_auto_source() {
     let dir = scratch_dir();
     let (d, mnt) = mounted_ext4(64, dir.path());
     let out = dir.path().join("out.raw");
+    // The disk exported as it is (--consistency none) to `o`.
+    let unfrozen = |o: &Path| {
+        run(&[
+            "export",
+            "--source",
+            &d.dev,
+            "--consistency",
+            "none",
+            "-o",
+            o.to_str().unwrap(),
+        ])
+    };
     // Mounted read-write and no --consistency: refused, nothing written.
     let o = run(&["export", "--source", &d.dev, "-o", out.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(3));
@@ -624,15 +636,7 @@ fn refusals_and_auto_source() {
     assert!(!out.exists());
     // Output onto the disk being exported: refused.
     let onto = mnt.join("img.raw");
-    let o = run(&[
-        "export",
-        "--source",
-        &d.dev,
-        "--consistency",
-        "none",
-        "-o",
-        onto.to_str().unwrap(),
-    ]);
+    let o = unfrozen(&onto);
     assert_eq!(o.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&o.stderr).contains("onto the disk being exported"));
     assert!(std::fs::read_dir(&mnt)
@@ -641,15 +645,7 @@ fn refusals_and_auto_source() {
         .all(|e| !e.file_name().to_string_lossy().contains("img.raw")));
     // --source auto with --root on the mounted filesystem resolves the whole loop disk (through the
     // partition); --consistency none is recorded in the summary.
-    let o = run(&[
-        "export",
-        "--source",
-        &d.dev,
-        "--consistency",
-        "none",
-        "-o",
-        out.to_str().unwrap(),
-    ]);
+    let o = unfrozen(&out);
     assert_eq!(o.status.code(), Some(0));
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("journal needs recovery"),
@@ -701,15 +697,7 @@ fn refusals_and_auto_source() {
     sh("sync", &[]);
     let tiny = dir.path().join("tiny");
     let tmpfs = common::Tmpfs::mount(&tiny, "1m");
-    let o = run(&[
-        "export",
-        "--source",
-        &d.dev,
-        "--consistency",
-        "none",
-        "-o",
-        tiny.join("out.raw").to_str().unwrap(),
-    ]);
+    let o = unfrozen(&tiny.join("out.raw"));
     assert_eq!(o.status.code(), Some(3));
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("No space left on device"),
