@@ -3,6 +3,11 @@
 # roots and loop-device disk images (needs root). Called by `./x.sh test` and `.ci/run`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The integration tests need loop devices, mounts and chroots; they fail (never skip) without root.
+if [ "$(id -u)" != 0 ]; then
+    echo "test.sh: the test suite must run as root (loop devices, mounts, the guest's chroot): sudo $0" >&2
+    exit 1
+fi
 export CLOUDPREP_CACHE=${CLOUDPREP_CACHE:-/var/cache/cloudprep-tests}
 start=$(date +%s)
 cargo fmt --check

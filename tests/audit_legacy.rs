@@ -7,10 +7,7 @@ use common::{findings, has_evidence, Guest};
 
 #[test]
 fn vmware_guest_reports_every_planted_problem() {
-    if !common::is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    common::require_root();
     let g = Guest::bookworm();
     make_vmware_guest(&g);
     common::legacy::plant_old_firewall(&g);
@@ -135,10 +132,7 @@ pub fn make_cloud_ready(g: &Guest) {
 
 #[test]
 fn cloud_ready_guest_exits_0() {
-    if !common::is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    common::require_root();
     let g = Guest::release("bookworm", "cloud");
     make_cloud_ready(&g);
     let (code, r) = g.audit_json(&[]);

@@ -32,7 +32,12 @@ enum Garbage {
     SymlinkOutside,
 }
 
-fn plant(root: &Path, guest: &str, kind: Garbage) {
+/// A host file the symlinks of `Garbage::SymlinkOutside` point at: if any check read it (host semantics),
+/// its text would show up in the report (the fstab check names the kernel device, the others quote it).
+const HOST_FILE: &str = "/dev/sdq7 /cloudprep-host-secret ext4 defaults 0 1\n\
+GRUB_CMDLINE_LINUX=\"cloudprep-host-secret\"\nauto cloudprep-host-secret\n";
+
+fn plant(root: &Path, guest: &str, kind: Garbage, outside: &Path) {
     let p = root.join(guest.trim_start_matches('/'));
     std::fs::create_dir_all(p.parent().unwrap()).unwrap();
     match kind {
@@ -45,14 +50,20 @@ fn plant(root: &Path, guest: &str, kind: Garbage) {
             symlink(&other, &p).unwrap();
             symlink(p.file_name().unwrap(), p.with_file_name(other)).unwrap();
         }
-        Garbage::SymlinkOutside => {
-            symlink("../../../../../../../../../etc/shadow-cloudprep-test", &p).unwrap()
-        }
+        Garbage::SymlinkOutside => symlink(
+            format!("../../../../../../../../..{}", outside.display()),
+            &p,
+        )
+        .unwrap(),
     }
 }
 
 fn audit_garbage(kind: Garbage) {
     let d = tempfile::tempdir().unwrap();
+    // A real host file outside the root, for the symlinks that point out of it.
+    let host = tempfile::tempdir().unwrap();
+    let outside = host.path().join("host-only.conf");
+    std::fs::write(&outside, HOST_FILE).unwrap();
     // A minimal but plausible guest: os-release and dpkg status exist.
     std::fs::create_dir_all(d.path().join("etc")).unwrap();
     std::fs::write(
@@ -67,7 +78,7 @@ fn audit_garbage(kind: Garbage) {
     )
     .unwrap();
     for f in CONFIG_FILES {
-        plant(d.path(), f, kind);
+        plant(d.path(), f, kind, &outside);
     }
     let out = common::run_cloudprep(d.path(), &["audit", "--format", "json"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -95,9 +106,25 @@ fn audit_garbage(kind: Garbage) {
             "{kind:?}: unreadable config must not be reported as ready"
         );
     }
-    // Nothing outside the root was read: the host's /etc/shadow-cloudprep-test does not exist anyway, and
-    // no finding mentions a host path outside the root.
-    assert!(!all.contains("\"/etc/shadow-cloudprep-test\" "), "{all}");
+    // Nothing outside the root was read: the host file's text is nowhere in the report.
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !report.contains("sdq7") && !report.contains("cloudprep-host-secret"),
+        "{kind:?}: the host file {} was read: {report}",
+        outside.display()
+    );
+    if matches!(kind, Garbage::SymlinkOutside) {
+        // Control: the same file where the symlinks lead inside the root is read, and shows.
+        let inside = d.path().join(outside.strip_prefix("/").unwrap());
+        std::fs::create_dir_all(inside.parent().unwrap()).unwrap();
+        std::fs::write(&inside, HOST_FILE).unwrap();
+        let out = common::run_cloudprep(d.path(), &["audit", "--format", "json"]);
+        let report = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            report.contains("sdq7") && report.contains("cloudprep-host-secret"),
+            "the control read shows nothing: the check above proves nothing\n{report}"
+        );
+    }
 }
 
 #[test]

@@ -688,10 +688,7 @@ fn root_device_resolved_to_uuid_from_facts_and_config() {
 
 #[test]
 fn mbr_of_a_real_loop_disk() {
-    if !common::is_root() {
-        eprintln!("skipped: needs root for loop devices");
-        return;
-    }
+    common::require_root();
     let g = Guest::bookworm();
     let root = Root::new(g.root()).unwrap();
     let disk = common::loopdev::LoopDisk::new(16, "label: dos\n,,L,*\n");
@@ -745,10 +742,7 @@ fn mbr_of_a_real_loop_disk() {
 
 #[test]
 fn free_space_in_a_small_boot_filesystem() {
-    if !common::is_root() {
-        eprintln!("skipped: needs root for loop devices");
-        return;
-    }
+    common::require_root();
     let d = tempfile::tempdir_in(common::scratch()).unwrap();
     let mut disk = common::loopdev::LoopDisk::new(48, "");
     sh("mkfs.ext4", &["-q", "-F", "-m", "0", &disk.dev.clone()]);

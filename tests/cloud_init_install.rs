@@ -7,10 +7,7 @@ use common::Guest;
 
 #[test]
 fn fix_installs_and_configures_cloud_init() {
-    if !common::is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    common::require_root();
     let g = Guest::bookworm();
     assert!(!g
         .read("/var/lib/dpkg/status")

@@ -16,17 +16,11 @@ use std::process::{Command, Stdio};
 const PATTERN: &str = "CLOUDPREP-DELETED-DATA-PATTERN-7f3a9c\n";
 const SWAP_UUID: &str = "0b5e7d2c-4a1f-4c3e-9d8b-1234567890ab";
 
-/// These tests need root (loop devices, mounts) and qemu-img (x.sh installs qemu-utils): without them
-/// they fail, they never pass silently.
-fn need_root_and_qemu_img() {
-    assert!(
-        common::is_root(),
-        "tests/export.rs needs root (loop devices, mounts): run it as root"
-    );
-    assert!(
-        Command::new("qemu-img").arg("--version").output().is_ok(),
-        "tests/export.rs needs qemu-img (apt-get install qemu-utils, as x.sh setup does)"
-    );
+/// Root (loop devices, mounts) and qemu-img (the reference the exports are compared with): a loud failure
+/// when either is missing, never a silent pass.
+fn require_root_and_qemu_img() {
+    common::require_root();
+    common::require_tool("qemu-img", "qemu-utils");
 }
 
 fn run(args: &[&str]) -> std::process::Output {
@@ -623,7 +617,7 @@ fn scratch_dir() -> tempfile::TempDir {
 
 #[test]
 fn mbr_disk_with_logical_partitions() {
-    need_root_and_qemu_img();
+    require_root_and_qemu_img();
     let dir = scratch_dir();
     let layout = "label: dos\n\
 start=2048, size=65536, type=c\n\
@@ -643,7 +637,7 @@ start=356352, size=163840, type=83\n";
 
 #[test]
 fn gpt_disk_with_esp_swap_and_lvm_lv() {
-    need_root_and_qemu_img();
+    require_root_and_qemu_img();
     let dir = scratch_dir();
     let layout = "label: gpt\n\
 start=2048, size=65536, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B\n\
@@ -664,10 +658,22 @@ start=354304, size=163840, type=E6D6D379-F507-44C2-A23C-238F2A3DF928\n";
 
 #[test]
 fn refusals_and_auto_source() {
-    need_root_and_qemu_img();
+    require_root_and_qemu_img();
     let dir = scratch_dir();
     let (d, mnt) = mounted_ext4(64, dir.path());
     let out = dir.path().join("out.raw");
+    // The disk exported as it is (--consistency none) to `o`.
+    let unfrozen = |o: &Path| {
+        run(&[
+            "export",
+            "--source",
+            &d.dev,
+            "--consistency",
+            "none",
+            "-o",
+            o.to_str().unwrap(),
+        ])
+    };
     // Mounted read-write and no --consistency: refused, nothing written.
     let o = run(&["export", "--source", &d.dev, "-o", out.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(3));
@@ -675,15 +681,7 @@ fn refusals_and_auto_source() {
     assert!(!out.exists());
     // Output onto the disk being exported: refused.
     let onto = mnt.join("img.raw");
-    let o = run(&[
-        "export",
-        "--source",
-        &d.dev,
-        "--consistency",
-        "none",
-        "-o",
-        onto.to_str().unwrap(),
-    ]);
+    let o = unfrozen(&onto);
     assert_eq!(o.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&o.stderr).contains("onto the disk being exported"));
     assert!(std::fs::read_dir(&mnt)
@@ -692,15 +690,7 @@ fn refusals_and_auto_source() {
         .all(|e| !e.file_name().to_string_lossy().contains("img.raw")));
     // --source auto with --root on the mounted filesystem resolves the whole loop disk (through the
     // partition); --consistency none is recorded in the summary.
-    let o = run(&[
-        "export",
-        "--source",
-        &d.dev,
-        "--consistency",
-        "none",
-        "-o",
-        out.to_str().unwrap(),
-    ]);
+    let o = unfrozen(&out);
     assert_eq!(o.status.code(), Some(0));
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("journal needs recovery"),
@@ -758,34 +748,33 @@ fn refusals_and_auto_source() {
     assert!(s.contains("digest         none"), "{s}");
     assert!(!s.lines().any(|l| l.starts_with("sha256")), "{s}");
     qcheck(&q);
-    // A failing export (output directory vanished mid-way is hard to simulate; use an unwritable path)
-    // leaves no temporary file behind.
-    let ro = dir.path().join("missing/out.raw");
-    assert_eq!(
-        run(&[
-            "export",
-            "--source",
-            &d.dev,
-            "--consistency",
-            "none",
-            "-o",
-            ro.to_str().unwrap()
-        ])
-        .status
-        .code(),
-        Some(3)
+    // A failing export leaves no temporary file behind: the output filesystem (a 1 MiB tmpfs) fills up
+    // while the image is written, after the temporary file was made.
+    let noise: Vec<u8> = (0..3u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(mnt.join("noise"), &noise).unwrap();
+    sh("sync", &[]);
+    let tiny = dir.path().join("tiny");
+    let tmpfs = common::Tmpfs::mount(&tiny, "1m");
+    let o = unfrozen(&tiny.join("out.raw"));
+    assert_eq!(o.status.code(), Some(3));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("No space left on device"),
+        "the export must fail while writing"
     );
-    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+    let leftovers: Vec<_> = std::fs::read_dir(&tiny)
         .unwrap()
         .flatten()
-        .filter(|e| e.file_name().to_string_lossy().contains(".tmp"))
+        .map(|e| e.file_name())
         .collect();
-    assert!(leftovers.is_empty());
+    assert!(leftovers.is_empty(), "left behind: {leftovers:?}");
+    drop(tmpfs);
 }
 
 #[test]
 fn freeze_while_a_writer_appends() {
-    need_root_and_qemu_img();
+    require_root_and_qemu_img();
     let dir = scratch_dir();
     let (d, mnt) = mounted_ext4(128, dir.path());
     let log = mnt.join("log.txt");
@@ -838,7 +827,7 @@ fn freeze_while_a_writer_appends() {
 
 #[test]
 fn watchdog_and_sigterm_thaw() {
-    need_root_and_qemu_img();
+    require_root_and_qemu_img();
     let dir = scratch_dir();
     let (d, mnt) = mounted_ext4(64, dir.path());
     let writable = |what: &str| {

@@ -5,12 +5,11 @@
 mod common;
 
 use cloudprep::audit::{compose_plan, Plan};
-use cloudprep::checks::{
-    Area, CheckInfo, FileEdit, Finding, Fix, Phase, PlannedCommand, Severity, Validator,
-};
+use cloudprep::checks::{FileEdit, Finding, Fix, Phase, PlannedCommand, Validator};
 use cloudprep::config::Config;
 use cloudprep::fix::{self, ExecOptions};
 use cloudprep::guest::root::Root;
+use common::{finding, mounts_under};
 use sha2::Digest;
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -123,10 +122,7 @@ fn disk_head(dev: &str, n: usize) -> Vec<u8> {
 #[test]
 fn grub_install_boot_code_is_written_back_by_rollback() {
     use std::os::unix::fs::FileExt;
-    if !common::is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    common::require_root();
     const MIB: usize = 1 << 20;
     let (mut disk, mnt, _) = bookworm_on_a_loop_disk();
     // Another boot loader's code in the MBR and the gap before partition 1 (which starts at 1 MiB).
@@ -197,30 +193,13 @@ fn grub_install_boot_code_is_written_back_by_rollback() {
 
 const TREES: &[&str] = &["/etc", "/boot", "/var/cache/debconf"];
 
-fn info(id: &'static str) -> CheckInfo {
-    CheckInfo {
-        id,
-        title: "test",
-        area: Area::Platform,
-        severity: Severity::Blocker,
-        fixable: true,
-    }
-}
-
-fn finding(id: &'static str, fix: Fix) -> Finding {
-    Finding::new(&info(id), "planted by the test").fix(fix)
-}
-
-/// A bookworm guest with the test files planted, and its state before any run (None without root).
-fn planted_guest() -> Option<(common::Guest, BTreeMap<String, Node>)> {
-    if !common::is_root() {
-        eprintln!("skipped: needs root");
-        return None;
-    }
+/// A bookworm guest with the test files planted, and its state before any run.
+fn planted_guest() -> (common::Guest, BTreeMap<String, Node>) {
+    common::require_root();
     let g = common::Guest::bookworm();
     plant(&g);
     let before = snapshot(g.root(), TREES, true);
-    Some((g, before))
+    (g, before)
 }
 
 /// Files the edit tests work on, planted the way an old guest has them.
@@ -352,21 +331,9 @@ fn cmd(phase: Phase, order: u32, argv: &[&str]) -> Fix {
     Fix::default().command(PlannedCommand::new(phase, order, argv, "test"))
 }
 
-fn mounts_under(p: &Path) -> Vec<String> {
-    let p = std::fs::canonicalize(p).unwrap().display().to_string();
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
-        .filter(|m| m.starts_with(&format!("{p}/")))
-        .collect()
-}
-
 #[test]
 fn apply_validate_undo_and_rollback_byte_identical() {
-    let Some((g, before)) = planted_guest() else {
-        return;
-    };
+    let (g, before) = planted_guest();
     let root = Root::new(g.root()).unwrap();
     let mut findings = good_findings();
     findings.extend(bad_findings());
@@ -565,9 +532,7 @@ fn apply_validate_undo_and_rollback_byte_identical() {
 
 #[test]
 fn failing_command_rolls_back_the_whole_run() {
-    let Some((g, before)) = planted_guest() else {
-        return;
-    };
+    let (g, before) = planted_guest();
     let root = Root::new(g.root()).unwrap();
     let mut findings = good_findings();
     findings.push(finding("test.fail", cmd(Phase::Post, 90, &["false"])));
@@ -601,9 +566,7 @@ fn failing_command_rolls_back_the_whole_run() {
 
 #[test]
 fn a_hung_command_is_stopped_at_its_time_limit_and_the_run_rolled_back() {
-    let Some((g, before)) = planted_guest() else {
-        return;
-    };
+    let (g, before) = planted_guest();
     let root = Root::new(g.root()).unwrap();
     let mut findings = good_findings();
     // Runs in the guest's chroot; `sleep` is the guest's own.
@@ -633,12 +596,13 @@ fn a_hung_command_is_stopped_at_its_time_limit_and_the_run_rolled_back() {
 }
 
 /// Helper run by `sigkill_at_every_journal_step` in a child process (it kills itself at a journal step).
+/// Not a test of its own: run without the root that test prepares, it fails (never a silent pass).
 #[test]
-#[ignore]
+#[ignore = "helper process of sigkill_at_every_journal_step"]
 fn fault_child() {
-    let Ok(dir) = std::env::var("CLOUDPREP_TEST_ROOT") else {
-        return;
-    };
+    let dir = std::env::var("CLOUDPREP_TEST_ROOT").expect(
+        "fault_child is the child process of sigkill_at_every_journal_step (CLOUDPREP_TEST_ROOT unset)",
+    );
     let root = Root::new(&dir).unwrap();
     let plan = compose_plan(&root, &fault_findings());
     let rep = fix::execute(&root, &Config::default(), &plan, &ExecOptions::default()).unwrap();
@@ -675,9 +639,7 @@ fn child(root: &Path, fault: Option<u64>) -> std::process::Output {
 
 #[test]
 fn sigkill_at_every_journal_step() {
-    let Some((g, original)) = planted_guest() else {
-        return;
-    };
+    let (g, original) = planted_guest();
     // The fully fixed state (mtimes aside), from one clean run, then back to the original.
     let out = child(g.root(), None);
     assert!(
@@ -791,10 +753,7 @@ fn sigkill_at_every_journal_step() {
 
 #[test]
 fn update_grub_in_a_loop_mounted_image_writes_root_uuid() {
-    if !common::is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    common::require_root();
     let (mut disk, mnt, part) = bookworm_on_a_loop_disk();
     let uuid = common::sh("blkid", &["-p", "-o", "value", "-s", "UUID", &part])
         .trim()
@@ -903,10 +862,7 @@ fn fix_on_a_terminal(root: &Path, extra: &[&str], answer: &str) -> (Option<i32>,
 
 #[test]
 fn fix_on_a_terminal_asks_and_does_only_what_was_answered() {
-    if !common::is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    common::require_root();
     let g = common::Guest::bookworm();
     let rules = "/etc/udev/rules.d/70-persistent-net.rules";
     g.write(
@@ -941,10 +897,7 @@ fn fix_on_a_terminal_asks_and_does_only_what_was_answered() {
 
 #[test]
 fn fix_cli_dry_run_changes_nothing_and_refuses_without_a_terminal() {
-    if !common::is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    common::require_root();
     let g = common::Guest::bookworm();
     let before = snapshot(g.root(), TREES, true);
     let (audit_code, report) = g.audit_json(&[]);
@@ -987,10 +940,7 @@ fn fix_cli_dry_run_changes_nothing_and_refuses_without_a_terminal() {
 
 #[test]
 fn update_initramfs_in_the_chroot_is_undone_byte_for_byte() {
-    if !common::is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    common::require_root();
     let g = common::Guest::bookworm();
     let before = snapshot(g.root(), &["/boot", "/var/lib/initramfs-tools"], true);
     let initrd: Vec<String> = before
@@ -1053,10 +1003,7 @@ fn update_initramfs_in_the_chroot_is_undone_byte_for_byte() {
 
 #[test]
 fn special_files_and_directories_are_never_replaced() {
-    if !common::is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    common::require_root();
     let d = tempfile::tempdir().unwrap();
     let r = d.path();
     for p in ["etc/dir.conf", "dev", "proc", "sys", "var/lib"] {

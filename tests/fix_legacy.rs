@@ -25,10 +25,7 @@ const STATE_SKIP: &[&str] = &[
 
 #[test]
 fn fix_then_rollback_on_a_vmware_guest() {
-    if !common::is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    common::require_root();
     // cloud-init is preinstalled (an `apt-get install` is the one step rollback cannot undo byte for byte;
     // it has its own test) but disabled, as VMware templates often have it.
     let dg = DiskGuest::new("bookworm", "cloud");

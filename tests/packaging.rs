@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{is_root, repo, sh};
+use common::{repo, sh};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
@@ -51,20 +51,21 @@ fn text(o: &Output) -> String {
     )
 }
 
-macro_rules! need_root {
-    () => {
-        if !is_root() {
-            eprintln!("skipped: needs root");
-            return;
-        }
-    };
-}
-
 #[test]
 fn binary_is_static_stripped_and_the_deb_is_lintian_clean() {
-    need_root!();
+    common::require_root();
     let d = unpacked();
     let bin = d.path().join("usr/sbin/cloudprep");
+    // Test-only hooks (fault injection, a fake sysfs) are not in the release binary; the test build has
+    // the fault hook (the search itself works).
+    let contains = |file: &Path, s: &str| {
+        let bytes = std::fs::read(file).unwrap();
+        bytes.windows(s.len()).any(|w| w == s.as_bytes())
+    };
+    for hook in ["CLOUDPREP_FAULT_STEP", "CLOUDPREP_SYSFS"] {
+        assert!(!contains(&bin, hook), "{hook} is in the release binary");
+    }
+    assert!(contains(&common::bin(), "CLOUDPREP_FAULT_STEP"));
     let f = sh("file", &["-b", bin.to_str().unwrap()]);
     assert!(
         f.contains("static-pie linked") || f.contains("statically linked"),
@@ -152,7 +153,7 @@ fn binary_is_static_stripped_and_the_deb_is_lintian_clean() {
 
 #[test]
 fn packaged_files_man_page_and_config_match_the_sources() {
-    need_root!();
+    common::require_root();
     let d = unpacked();
     let p = |s: &str| d.path().join(s);
     // The man page is generated from the clap definition: it must equal what this build prints.
@@ -248,7 +249,7 @@ fn packaged_files_man_page_and_config_match_the_sources() {
 /// A staged root: the host's systemd units, the package's files, /bin/true; then systemd-analyze verify.
 #[test]
 fn units_verify_and_are_never_enabled_by_the_package() {
-    need_root!();
+    common::require_root();
     let d = unpacked();
     let stage = d.path();
     std::fs::create_dir_all(stage.join("usr/lib")).unwrap();
@@ -490,20 +491,20 @@ fn lifecycle_in(release: &str, variant: &str) {
 
 #[test]
 fn deb_lifecycle_bookworm() {
-    need_root!();
+    common::require_root();
     lifecycle_in("bookworm", "min");
 }
 
 #[test]
 fn deb_lifecycle_trixie() {
-    need_root!();
+    common::require_root();
     lifecycle_in("trixie", "min");
 }
 
 /// bullseye (systemd 247): the VMware-era guest variant, so its own systemd-analyze checks the units too.
 #[test]
 fn deb_lifecycle_bullseye_and_systemd_247_verify() {
-    need_root!();
+    common::require_root();
     let guest = common::Guest::release("bullseye", "vm");
     let root = guest.root().to_path_buf();
     let proc_dir = root.join("proc");
@@ -566,7 +567,7 @@ fn run(root: &Path, args: &[&str], env: Option<(&str, &str)>) -> Output {
 
 #[test]
 fn premigrate_sequence_on_an_offline_root() {
-    need_root!();
+    common::require_root();
     let g = root_with_units();
     let root = g.root();
     let o = run(root, &["arm", "--export", "/srv/vm.img"], None);
@@ -619,7 +620,7 @@ fn premigrate_sequence_on_an_offline_root() {
 
 #[test]
 fn firstboot_runs_once_on_an_offline_root() {
-    need_root!();
+    common::require_root();
     let g = root_with_units();
     let root = g.root();
     // Not armed: nothing.
@@ -698,7 +699,7 @@ fn boot_container(root: &Path, driver: &[&str]) -> String {
 /// power-off runs the sequence, disarms it and arms the first boot, which does not run outside KVM.
 #[test]
 fn premigrate_unit_under_systemd_runs_only_at_poweroff() {
-    need_root!();
+    common::require_root();
     if Command::new("systemd-nspawn")
         .arg("--version")
         .output()

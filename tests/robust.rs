@@ -1444,10 +1444,7 @@ fn ifquery_ok(g: &Guest, text: &str, allow: &str) -> (bool, String) {
 
 #[test]
 fn ifupdown_rewrites_are_accepted_by_ifquery() {
-    if !common::is_root() {
-        eprintln!("skipped: chroot needs root");
-        return;
-    }
+    common::require_root();
     let g = Guest::bookworm();
     let map = [
         ("ens192".to_string(), "eth0".to_string()),

@@ -5,8 +5,16 @@ mod common;
 fn empty_root_reports_valid_json() {
     let d = tempfile::tempdir().unwrap();
     let (code, v) = common::audit_json(d.path(), &[]);
-    assert!(code <= 2, "exit {code}");
     assert_eq!(v["schema"], 1);
+    // Nothing in it can be migrated: no OS is recognised, so it is a blocker (exit 2), not READY.
+    assert_eq!(code, 2, "{v:#}");
+    assert_eq!(v["summary"]["exit_code"], 2, "{v:#}");
+    assert!(
+        common::findings(&v, "platform.os-supported")
+            .iter()
+            .any(|f| f["severity"] == "blocker"),
+        "{v:#}"
+    );
 }
 
 #[test]

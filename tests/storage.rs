@@ -41,19 +41,9 @@ fn lines_of(report: &serde_json::Value, id: &str) -> Vec<u64> {
     v
 }
 
-fn need_root() -> bool {
-    if !common::is_root() {
-        eprintln!("skipped: needs root");
-        return false;
-    }
-    true
-}
-
 #[test]
 fn vmware_fstab_on_bookworm() {
-    if !need_root() {
-        return;
-    }
+    common::require_root();
     let g = common::Guest::bookworm();
 
     // The unmodified root: none of the storage findings.
@@ -197,9 +187,7 @@ vg0 {
 
 #[test]
 fn split_disks_on_bookworm() {
-    if !need_root() {
-        return;
-    }
+    common::require_root();
     let g = common::Guest::bookworm();
     // /boot on a second disk.
     g.write(
@@ -288,9 +276,7 @@ fn findmnt_verify(content: &str) -> (bool, String) {
 
 #[test]
 fn real_disk_kernel_names_get_uuids() {
-    if !need_root() {
-        return;
-    }
+    common::require_root();
     // Declared before the disk so that it is dropped after it: the disk unmounts first, then the
     // mount point is removed (the other order left an empty directory behind in /var/tmp).
     let mnt = tempfile::Builder::new()
@@ -491,9 +477,7 @@ fn real_disk_kernel_names_get_uuids() {
 
 #[test]
 fn live_probe_reads_a_real_lvm_pv_label() {
-    if !need_root() {
-        return;
-    }
+    common::require_root();
     const PV_UUID: &str = "aBcDeF-gHiJ-kLmN-oPqR-sTuV-wXyZ-012345";
     let disk = common::loopdev::LoopDisk::new(64, "");
     common::sh(

@@ -409,6 +409,12 @@ fn upload_into_real_keystone_and_glance() {
         err.contains("clouds.yaml") && err.contains("secure.yaml"),
         "{err}"
     );
+    // The fixture's Keystone and Glance are plain http: said once each.
+    assert_eq!(
+        err.matches("is plain http").count(),
+        2,
+        "one warning per plain-http address:\n{err}"
+    );
     assert_no_secrets("clouds.yaml qcow2 upload", &format!("{out}{err}"), &fx);
     let qid = image_id(&out);
     let img = get_image(&s, &qid).unwrap();

@@ -382,7 +382,7 @@ mod tests {
                 .args(&opts)
                 .arg(&img)
                 .status();
-            let Ok(st) = st else { return };
+            let st = st.expect("running mke2fs (package e2fsprogs, installed by x.sh)");
             assert!(st.success());
             let f = std::fs::File::open(&img).unwrap();
             let mut m = Ext4Map::open(&f, 0, 64 << 20).unwrap();

@@ -272,13 +272,13 @@ fn layout_for(src: &source::Source, fs_skip: bool) -> Result<layout::Layout> {
 /// Export to a writer that cannot seek (a pipe, an HTTP body). Raw streams directly; qcow2 needs an
 /// allocation pass first to lay out its metadata (uncompressed only). No digest: the caller (`upload`)
 /// hashes what it sends itself.
-pub fn export_stream(opts: &StreamOptions, out: &mut dyn Write) -> Result<ExportSummary> {
+pub fn export_stream(opts: &StreamOptions, out: &mut (dyn Write + Send)) -> Result<ExportSummary> {
     export_stream_root(opts, Path::new("/"), Digest::None, out)
 }
 
 /// Passes writes through and hashes them (the output digest of a qcow2 stream: its bytes in order).
 struct HashingWriter<'a> {
-    inner: &'a mut dyn Write,
+    inner: &'a mut (dyn Write + Send),
     sha: Option<sha2::Sha256>,
 }
 
@@ -299,7 +299,7 @@ fn export_stream_root(
     opts: &StreamOptions,
     root: &Path,
     digest: Digest,
-    out: &mut dyn Write,
+    out: &mut (dyn Write + Send),
 ) -> Result<ExportSummary> {
     if opts.format == ImageFormat::Qcow2 && opts.compress != Compression::None {
         bail!("compressed qcow2 cannot be streamed (its layout depends on the compressed sizes): write to a file, or stream raw/uncompressed qcow2");
@@ -387,8 +387,8 @@ pub fn run(root: &Path, a: &ExportOptions) -> Result<i32> {
             bail!("--verify needs an output file");
         }
         let opts = stream_options(a);
-        let stdout = std::io::stdout();
-        let mut lock = stdout.lock();
+        // `Stdout` (not its `!Send` lock): the pipeline writes from its writer thread.
+        let mut lock = std::io::stdout();
         let s = export_stream_root(&opts, root, a.digest, &mut lock)?;
         lock.flush()?;
         eprint!("{}", s.render());

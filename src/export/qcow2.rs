@@ -409,7 +409,7 @@ impl Sink for MapSink {
 
 /// Uncompressed qcow2 to a pipe, laid out from an allocation map.
 pub struct Qcow2Stream<'a> {
-    out: &'a mut dyn Write,
+    out: &'a mut (dyn Write + Send),
     map: AllocMap,
     /// Host offset of the next L2 table / data cluster.
     next: u64,
@@ -418,10 +418,12 @@ pub struct Qcow2Stream<'a> {
     zero: Vec<u8>,
 }
 
-unsafe impl Send for Qcow2Stream<'_> {}
-
 impl<'a> Qcow2Stream<'a> {
-    pub fn new(out: &'a mut dyn Write, vsize: u64, map: AllocMap) -> Result<Qcow2Stream<'a>> {
+    pub fn new(
+        out: &'a mut (dyn Write + Send),
+        vsize: u64,
+        map: AllocMap,
+    ) -> Result<Qcow2Stream<'a>> {
         let l1n = l1_entries(vsize);
         let l1c = clusters_for(l1n * 8);
         let n_data = map.bits.iter().map(|b| b.count_ones() as u64).sum::<u64>();

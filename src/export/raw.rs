@@ -61,18 +61,15 @@ impl Sink for RawFile {
 
 /// Raw to a pipe: every byte, zeros included, in order.
 pub struct RawStream<'a> {
-    pub out: &'a mut dyn Write,
+    pub out: &'a mut (dyn Write + Send),
     written: u64,
 }
 
 impl<'a> RawStream<'a> {
-    pub fn new(out: &'a mut dyn Write) -> Self {
+    pub fn new(out: &'a mut (dyn Write + Send)) -> Self {
         RawStream { out, written: 0 }
     }
 }
-
-// The writer runs on the pipeline's writer thread; the caller's `Write` is only used from there.
-unsafe impl Send for RawStream<'_> {}
 
 impl Sink for RawStream<'_> {
     fn put(&mut self, e: &Encoded) -> Result<()> {

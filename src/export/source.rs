@@ -80,8 +80,13 @@ pub fn mount_of<'a>(mounts: &'a [Mount], path: &Path) -> Option<&'a Mount> {
     best
 }
 
+/// sysfs; unit tests point it at a fake tree with `CLOUDPREP_SYSFS` (not in other builds).
 fn sys_block() -> PathBuf {
-    PathBuf::from(std::env::var("CLOUDPREP_SYSFS").unwrap_or_else(|_| "/sys".into()))
+    #[cfg(test)]
+    if let Ok(s) = std::env::var("CLOUDPREP_SYSFS") {
+        return PathBuf::from(s);
+    }
+    PathBuf::from("/sys")
 }
 
 /// Kernel name of a block device number, e.g. (7, 1) -> "loop0p1".

@@ -1,17 +1,35 @@
 //! Running commands inside the guest.
 //!
-//! On the live system (`--root /`) a command runs directly. Under `--root DIR` it runs chrooted into DIR
-//! in a private mount namespace created for that one child (`unshare(CLONE_NEWNS)` between fork and
-//! exec): `/proc` and `/sys` are bind-mounted, `/dev` is a private tmpfs holding copies of the host's
-//! device nodes plus `/dev/disk/by-uuid|by-label|by-partuuid` links for the guest's filesystems (there is
-//! no udev here, and without the by-uuid link `update-grub` writes `root=/dev/loopNpM`), `/dev/pts` a new
-//! devpts instance and `/run` a tmpfs. Nothing is mounted in the host's namespace, so nothing can be left
-//! mounted — not on error, panic, or SIGKILL — and nothing is created in the host's `/dev`.
+//! On the live system (`--root /`) a command runs directly: it is the system's own program on the system
+//! itself, with the system's `/dev`, `/proc` and network (package installs and boot-loader updates need
+//! them; see docs/security.md).
+//!
+//! Under `--root DIR` the guest is untrusted input and its programs are confined. Between fork and exec the
+//! child unshares a mount and a PID namespace and forks twice:
+//! * the first child stays in the host's PID namespace and only waits, so the caller sees one process whose
+//!   exit status is the command's;
+//! * the second is PID 1 of the new namespace. It bind-mounts DIR onto itself, mounts a fresh `/proc` (only
+//!   the command's own processes are visible; `/proc/sys`, `/proc/sysrq-trigger` and friends read-only), a
+//!   read-only sysfs, a tmpfs `/dev` holding only `null zero full random urandom tty`, the guest's own
+//!   disks and their partitions (the devices of the filesystems mounted at or below DIR) and
+//!   `/dev/disk/by-uuid|by-label|by-partuuid` links for them (there is no udev here, and without the by-uuid
+//!   link `update-grub` writes `root=/dev/loopNpM`), a new devpts instance and a tmpfs `/run`; then
+//!   `pivot_root`s into DIR and detaches the host's tree, so no path (not `..`, not a second chroot) leads
+//!   back to the host. It makes itself non-dumpable (`/proc/1/*` of the namespace is closed to the
+//!   command), sets `no_new_privs`, reaps orphans and exits with the command's status;
+//! * the third, PID 2, drops the capabilities that reach past the guest's tree (mount, mknod, raw I/O,
+//!   module loading, `open_by_handle_at`, ptrace, network administration, ...) from its bounding and
+//!   inheritable sets, and execs the command.
+//!
+//! When the command ends, its PID 1 ends, and the kernel kills whatever the command left running in the
+//! namespace. Nothing is mounted in the host's namespace, so nothing can be left mounted — not on error,
+//! panic, or SIGKILL — and nothing is created in the host's `/dev`.
 //!
 //! Commands are argv only (never a shell) with a fixed environment.
 
 use crate::guest::root::Root;
 use anyhow::{bail, Context, Result};
+use std::collections::BTreeSet;
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -118,6 +136,9 @@ enum Op {
         flags: libc::c_ulong,
         data: Option<CString>,
     },
+    /// Bind `p` onto itself read-only (skipped when `p` does not exist; an error when it cannot be made
+    /// read-only).
+    ReadOnly(CString),
     Mkdir(CString, libc::mode_t),
     Mknod(CString, libc::mode_t, libc::dev_t),
     Symlink(CString, CString),
@@ -136,7 +157,7 @@ fn cs(s: &str) -> CString {
     CString::new(s).unwrap_or_default()
 }
 
-/// The setup of the chroot: what to mount and create, computed in the parent.
+/// The setup of the confined guest: what to mount and create, computed in the parent.
 pub struct Chroot {
     base: PathBuf,
     ops: Vec<Op>,
@@ -148,40 +169,140 @@ fn is_real_dir(p: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// Copy the host's /dev (nodes, symlinks, dirs) into ops under `dst`, skipping other filesystems.
-fn copy_dev(src: &Path, dst: &Path, dev_id: u64, ops: &mut Vec<Op>, depth: usize) {
-    let Ok(rd) = std::fs::read_dir(src) else {
-        return;
-    };
-    for e in rd.flatten() {
-        let name = e.file_name();
-        if name == "pts" || name == "shm" || name == "ptmx" {
-            continue;
+/// The character devices a guest program gets: (name, major, minor).
+const CHAR_NODES: [(&str, u32, u32); 6] = [
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+];
+
+/// `/proc` entries that stay read-only for a guest program: kernel settings (`core_pattern` would run a
+/// program as host root), the SysRq trigger, interrupt affinities and bus/filesystem controls.
+const PROC_READ_ONLY: [&str; 5] = ["sys", "sysrq-trigger", "irq", "bus", "fs"];
+
+/// Capabilities a guest program never gets: each reaches past the guest's tree (mounts, device nodes, raw
+/// I/O and modules, file handles that ignore the root, other processes, the host's network, clock, audit,
+/// BPF, and the right to change capability sets). Numbers from linux/capability.h.
+const DROPPED_CAPS: [libc::c_int; 21] = [
+    2,  // CAP_DAC_READ_SEARCH: open_by_handle_at escapes a chroot on the same filesystem
+    12, // CAP_NET_ADMIN
+    16, // CAP_SYS_MODULE
+    17, // CAP_SYS_RAWIO
+    19, // CAP_SYS_PTRACE
+    20, // CAP_SYS_PACCT
+    21, // CAP_SYS_ADMIN: mount, umount, remount /sys read-write, setns, ...
+    22, // CAP_SYS_BOOT
+    25, // CAP_SYS_TIME
+    27, // CAP_MKNOD: device nodes of host disks
+    30, // CAP_AUDIT_CONTROL
+    32, // CAP_MAC_OVERRIDE
+    33, // CAP_MAC_ADMIN
+    34, // CAP_SYSLOG
+    35, // CAP_WAKE_ALARM
+    36, // CAP_BLOCK_SUSPEND
+    37, // CAP_AUDIT_READ
+    38, // CAP_PERFMON
+    39, // CAP_BPF
+    40, // CAP_CHECKPOINT_RESTORE
+    8,  // CAP_SETPCAP (last: dropping the others needs it)
+];
+
+/// A block device node for the guest's `/dev`: path below `/dev`, mode (with the type bits), number,
+/// owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskNode {
+    pub name: String,
+    pub mode: u32,
+    pub rdev: u64,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// `major:minor` of a block device from its sysfs entry (`/sys/class/block/NAME/dev`).
+fn sys_devnum(name: &str) -> Option<(u32, u32)> {
+    let t = std::fs::read_to_string(format!("/sys/class/block/{name}/dev")).ok()?;
+    let (a, b) = t.trim().split_once(':')?;
+    Some((a.parse().ok()?, b.parse().ok()?))
+}
+
+/// A node for the block device `rel` (below `/dev`) numbered `num`, with the host node's mode and owner
+/// when the host has one with that number (else 0660 root:disk).
+fn disk_node(rel: &str, num: (u32, u32)) -> DiskNode {
+    let rdev = libc::makedev(num.0, num.1);
+    let host = std::fs::symlink_metadata(Path::new("/dev").join(rel))
+        .ok()
+        .filter(|m| m.file_type().is_block_device() && m.rdev() == rdev);
+    DiskNode {
+        name: rel.to_string(),
+        mode: host.as_ref().map_or(libc::S_IFBLK | 0o660, |m| {
+            libc::S_IFBLK | (m.mode() & 0o7777)
+        }),
+        rdev,
+        uid: host.as_ref().map_or(0, |m| m.uid()),
+        gid: host.as_ref().map_or(6, |m| m.gid()),
+    }
+}
+
+/// The block devices the guest's programs may use: for every filesystem mounted at or below the root
+/// (never the host filesystem a root directory merely lies on), its device, the whole disks under it and
+/// every partition of those disks (grub-install writes the disk, update-grub probes the partition);
+/// `extra` names more devices of the guest (`/dev/...` paths from the facts).
+pub fn guest_disk_nodes(root: &Root, extra: &[&str]) -> Vec<DiskNode> {
+    let mut out: Vec<DiskNode> = Vec::new();
+    let mut add = |n: DiskNode| {
+        if !out.iter().any(|o| o.name == n.name) {
+            out.push(n);
         }
-        let Ok(m) = std::fs::symlink_metadata(e.path()) else {
+    };
+    let mut kernel_names: BTreeSet<String> = BTreeSet::new();
+    let mounts = crate::guest::facts::read_mounts(root).unwrap_or_default();
+    let sources = mounts
+        .iter()
+        .map(|m| (m.source.clone(), Some(m.dev.clone())))
+        .chain(extra.iter().map(|e| (e.to_string(), None)));
+    for (source, dev) in sources {
+        let num = dev
+            .as_deref()
+            .and_then(|d| d.split_once(':'))
+            .and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?)))
+            .filter(|(major, _)| *major != 0)
+            .or_else(|| {
+                let m = std::fs::metadata(&source).ok()?;
+                m.file_type()
+                    .is_block_device()
+                    .then(|| (libc::major(m.rdev()), libc::minor(m.rdev())))
+            });
+        let Some(num) = num else { continue };
+        let Some(name) = crate::export::source::devnum_name(num) else {
             continue;
         };
-        let t = m.file_type();
-        let d = dst.join(&name);
-        if t.is_symlink() {
-            if let Ok(target) = std::fs::read_link(e.path()) {
-                ops.push(Op::Symlink(c(&target), c(&d)));
+        // The mount's own name for it (e.g. /dev/mapper/vg-root) as well as the kernel's.
+        if let Some(rel) = source.strip_prefix("/dev/") {
+            if !rel.contains("..") && !rel.is_empty() {
+                add(disk_node(rel, num));
             }
-        } else if t.is_dir() {
-            if m.dev() != dev_id || depth > 4 {
-                continue;
+        }
+        kernel_names.insert(name.clone());
+        for disk in crate::export::source::whole_disks(&name) {
+            kernel_names.insert(disk.clone());
+            if let Ok(rd) = std::fs::read_dir(format!("/sys/class/block/{disk}")) {
+                for e in rd.flatten() {
+                    if e.path().join("partition").exists() {
+                        kernel_names.insert(e.file_name().to_string_lossy().into_owned());
+                    }
+                }
             }
-            ops.push(Op::Mkdir(c(&d), (m.mode() & 0o7777) as libc::mode_t));
-            copy_dev(&e.path(), &d, dev_id, ops, depth + 1);
-        } else if t.is_block_device() || t.is_char_device() {
-            ops.push(Op::Mknod(
-                c(&d),
-                m.mode() as libc::mode_t,
-                m.rdev() as libc::dev_t,
-            ));
-            ops.push(Op::Chown(c(&d), m.uid(), m.gid()));
         }
     }
+    for name in kernel_names {
+        if let Some(num) = sys_devnum(&name) {
+            add(disk_node(&name, num));
+        }
+    }
+    out
 }
 
 /// `/dev/disk/by-*` link name: udev escapes `/` and spaces in labels.
@@ -199,35 +320,82 @@ impl Chroot {
     pub fn new(root: &Root, links: &[DevLink]) -> Result<Chroot> {
         let base = root.base().to_path_buf();
         let mut ops = Vec::new();
-        let bind = libc::MS_BIND | libc::MS_REC;
-        for (src, dst) in [("/proc", "proc"), ("/sys", "sys")] {
-            let d = base.join(dst);
-            if is_real_dir(&d) {
-                ops.push(Op::Mount {
-                    src: cs(src),
-                    dst: c(&d),
-                    fstype: None,
-                    flags: bind,
-                    data: None,
-                });
+        for d in ["dev", "proc", "sys"] {
+            if !is_real_dir(&base.join(d)) {
+                bail!(
+                    "{} has no /{d} directory: cannot run commands in it",
+                    base.display()
+                );
             }
         }
-        let dev = base.join("dev");
-        if !is_real_dir(&dev) {
-            bail!(
-                "{} has no /dev directory: cannot run commands in it",
-                base.display()
-            );
+        // The root becomes a mount point of its own (with the guest filesystems mounted below it), so
+        // that pivot_root can make it `/`.
+        ops.push(Op::Mount {
+            src: c(&base),
+            dst: c(&base),
+            fstype: None,
+            flags: libc::MS_BIND | libc::MS_REC,
+            data: None,
+        });
+        let proc_ = base.join("proc");
+        ops.push(Op::Mount {
+            src: cs("proc"),
+            dst: c(&proc_),
+            fstype: Some(cs("proc")),
+            flags: libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            data: None,
+        });
+        for p in PROC_READ_ONLY {
+            ops.push(Op::ReadOnly(c(&proc_.join(p))));
         }
+        ops.push(Op::Mount {
+            src: cs("sysfs"),
+            dst: c(&base.join("sys")),
+            fstype: Some(cs("sysfs")),
+            flags: libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            data: None,
+        });
+        let dev = base.join("dev");
         ops.push(Op::Mount {
             src: cs("tmpfs"),
             dst: c(&dev),
             fstype: Some(cs("tmpfs")),
-            flags: libc::MS_NOSUID,
-            data: Some(cs("mode=0755,size=64m")),
+            flags: libc::MS_NOSUID | libc::MS_NOEXEC,
+            data: Some(cs("mode=0755,size=1m")),
         });
-        let host_dev = std::fs::metadata("/dev").context("inspecting /dev")?;
-        copy_dev(Path::new("/dev"), &dev, host_dev.dev(), &mut ops, 0);
+        for (name, major, minor) in CHAR_NODES {
+            let d = dev.join(name);
+            ops.push(Op::Mknod(
+                c(&d),
+                libc::S_IFCHR | 0o666,
+                libc::makedev(major, minor),
+            ));
+        }
+        for (name, target) in [
+            ("fd", "/proc/self/fd"),
+            ("stdin", "/proc/self/fd/0"),
+            ("stdout", "/proc/self/fd/1"),
+            ("stderr", "/proc/self/fd/2"),
+        ] {
+            ops.push(Op::Symlink(cs(target), c(&dev.join(name))));
+        }
+        let extra: Vec<&str> = links.iter().map(|l| l.device.as_str()).collect();
+        for n in guest_disk_nodes(root, &extra) {
+            let d = dev.join(&n.name);
+            // Parent directories (e.g. /dev/mapper) first.
+            let mut p = dev.clone();
+            let comps: Vec<&str> = n.name.split('/').collect();
+            for comp in &comps[..comps.len() - 1] {
+                p.push(comp);
+                ops.push(Op::Mkdir(c(&p), 0o755));
+            }
+            ops.push(Op::Mknod(
+                c(&d),
+                n.mode as libc::mode_t,
+                n.rdev as libc::dev_t,
+            ));
+            ops.push(Op::Chown(c(&d), n.uid, n.gid));
+        }
         for sub in ["pts", "shm"] {
             ops.push(Op::Mkdir(c(&dev.join(sub)), 0o755));
         }
@@ -318,8 +486,8 @@ impl Chroot {
     }
 }
 
-/// Run `argv` in the guest: directly when `chroot` is None (live root), else chrooted in a private mount
-/// namespace. Output (stdout and stderr) is captured. Stopped after [`VALIDATOR_TIMEOUT`].
+/// Run `argv` in the guest: directly when `chroot` is None (live root), else confined in the guest (see
+/// the module documentation). Output (stdout and stderr) is captured. Stopped after [`VALIDATOR_TIMEOUT`].
 pub fn run(chroot: Option<&Chroot>, argv: &[String]) -> Result<Outcome> {
     run_with_input(chroot, argv, None, VALIDATOR_TIMEOUT)
 }
@@ -514,11 +682,113 @@ fn signal_tree(pid: libc::pid_t, sig: libc::c_int) {
     }
 }
 
+/// `capget`/`capset` header and data (linux/capability.h, version 3: two 32-bit words per set).
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: libc::c_int,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+const CAP_VERSION_3: u32 = 0x2008_0522;
+
+/// Close every descriptor except `keep` (the confined command's helpers must not hold its output pipes
+/// or the spawn error pipe open).
+///
+/// # Safety
+/// Between fork and exec only: plain syscalls.
+unsafe fn close_all_but(keep: libc::c_int) {
+    let max = libc::c_uint::MAX;
+    // (lo, hi) ranges to close; an empty one has lo > hi.
+    let ranges: [(libc::c_uint, libc::c_uint); 2] = match libc::c_uint::try_from(keep) {
+        Ok(0) => [(1, max), (1, 0)],
+        Ok(k) => [(0, k - 1), (k.saturating_add(1), max)],
+        Err(_) => [(0, max), (1, 0)],
+    };
+    for (lo, hi) in ranges {
+        if lo > hi {
+            continue;
+        }
+        if libc::syscall(libc::SYS_close_range, lo, hi, 0) != 0 {
+            // Kernels before 5.9: one by one (descriptors above 65535 are not expected here).
+            let mut fd = lo;
+            while fd <= hi && fd < 65536 {
+                libc::close(fd as libc::c_int);
+                fd += 1;
+            }
+        }
+    }
+}
+
+/// The confined process's exit, reported to the caller as the command's: the same exit code, or death by
+/// the same signal.
+///
+/// # Safety
+/// Between fork and exec only.
+unsafe fn exit_like(status: libc::c_int) -> ! {
+    if libc::WIFSIGNALED(status) {
+        let sig = libc::WTERMSIG(status);
+        libc::signal(sig, libc::SIG_DFL);
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, sig);
+        libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        libc::kill(libc::getpid(), sig);
+        libc::_exit(128 + sig);
+    }
+    libc::_exit(if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        127
+    })
+}
+
+/// Wait for `pid` (retrying on EINTR); its wait status. Reaps every other child it sees meanwhile.
+///
+/// # Safety
+/// Between fork and exec only.
+unsafe fn wait_for(pid: libc::pid_t) -> libc::c_int {
+    loop {
+        let mut st: libc::c_int = 0;
+        let r = libc::waitpid(-1, &mut st, 0);
+        if r == pid {
+            return st;
+        }
+        if r < 0 && *libc::__errno_location() != libc::EINTR {
+            return 127 << 8;
+        }
+    }
+}
+
+/// Fork with no atfork handlers (a raw clone): 0 in the child.
+///
+/// # Safety
+/// Between fork and exec only.
+unsafe fn raw_fork() -> libc::pid_t {
+    libc::syscall(
+        libc::SYS_clone,
+        libc::SIGCHLD as libc::c_ulong,
+        0usize,
+        0usize,
+        0usize,
+        0usize,
+    ) as libc::pid_t
+}
+
+/// Runs in the forked child before exec: confine it (see the module documentation). Only the process that
+/// will exec returns; the two helpers exit with the command's status.
 fn child_setup(ops: &[Op], base: &CString) -> std::io::Result<()> {
     let err = std::io::Error::last_os_error;
-    // SAFETY: plain syscalls with valid NUL-terminated strings.
+    // SAFETY: plain syscalls with valid NUL-terminated strings and stack buffers; no allocation.
     unsafe {
-        if libc::unshare(libc::CLONE_NEWNS) != 0 {
+        if libc::unshare(libc::CLONE_NEWNS | libc::CLONE_NEWPID) != 0 {
             return Err(err());
         }
         if libc::mount(
@@ -531,8 +801,34 @@ fn child_setup(ops: &[Op], base: &CString) -> std::io::Result<()> {
         {
             return Err(err());
         }
-        // Device nodes and directories get exactly the host's modes (mknod/mkdir apply the umask: a 0644
-        // /dev/null breaks every non-root writer, e.g. apt's _apt user); the command keeps its umask.
+        // The status of PID 1 (the signal the command died of, if any) comes back through this pipe.
+        let mut status_pipe = [-1 as libc::c_int; 2];
+        if libc::pipe2(status_pipe.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
+            return Err(err());
+        }
+        let init = raw_fork();
+        if init < 0 {
+            return Err(err());
+        }
+        if init > 0 {
+            // The waiter, in the host's PID namespace: the caller's time limit signals it with the rest of
+            // the tree; it must outlive PID 1 to report the status, so it ignores the polite signals.
+            for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT] {
+                libc::signal(sig, libc::SIG_IGN);
+            }
+            close_all_but(status_pipe[0]);
+            let st = wait_for(init);
+            let mut cmd_status: libc::c_int = st;
+            let mut buf = [0u8; 4];
+            if libc::read(status_pipe[0], buf.as_mut_ptr() as *mut libc::c_void, 4) == 4 {
+                cmd_status = libc::c_int::from_ne_bytes(buf);
+            }
+            exit_like(cmd_status);
+        }
+        libc::close(status_pipe[0]);
+        // PID 1 of the new namespace from here on. Failures are returned: the spawn reports them.
+        // Device nodes and directories get exactly the modes asked for (mknod/mkdir apply the umask: a
+        // 0644 /dev/null breaks every non-root writer, e.g. apt's _apt user); the command keeps its umask.
         let saved_umask = libc::umask(0);
         for op in ops {
             match op {
@@ -552,6 +848,30 @@ fn child_setup(ops: &[Op], base: &CString) -> std::io::Result<()> {
                             .map_or(std::ptr::null(), |d| d.as_ptr() as *const libc::c_void),
                     );
                     if r != 0 {
+                        return Err(err());
+                    }
+                }
+                Op::ReadOnly(p) => {
+                    if libc::mount(
+                        p.as_ptr(),
+                        p.as_ptr(),
+                        std::ptr::null(),
+                        libc::MS_BIND,
+                        std::ptr::null(),
+                    ) == 0
+                        && libc::mount(
+                            std::ptr::null(),
+                            p.as_ptr(),
+                            std::ptr::null(),
+                            libc::MS_BIND
+                                | libc::MS_REMOUNT
+                                | libc::MS_RDONLY
+                                | libc::MS_NOSUID
+                                | libc::MS_NODEV
+                                | libc::MS_NOEXEC,
+                            std::ptr::null(),
+                        ) != 0
+                    {
                         return Err(err());
                     }
                 }
@@ -589,10 +909,84 @@ fn child_setup(ops: &[Op], base: &CString) -> std::io::Result<()> {
             }
         }
         libc::umask(saved_umask);
-        if libc::chroot(base.as_ptr()) != 0 {
+        // The root becomes `/` and the host's tree is detached: no `..`, chroot or /proc link leads back.
+        if libc::chdir(base.as_ptr()) != 0 {
+            return Err(err());
+        }
+        if libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) != 0 {
+            return Err(err());
+        }
+        if libc::umount2(c".".as_ptr(), libc::MNT_DETACH) != 0 {
             return Err(err());
         }
         if libc::chdir(c"/".as_ptr()) != 0 {
+            return Err(err());
+        }
+        // PID 1 keeps the caller's memory and environment: closed to the command (/proc/1/environ,
+        // /proc/1/mem, /proc/1/root need ptrace rights over a non-dumpable process).
+        if libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) != 0
+            || libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+        {
+            return Err(err());
+        }
+        let cmd = raw_fork();
+        if cmd < 0 {
+            return Err(err());
+        }
+        if cmd > 0 {
+            close_all_but(status_pipe[1]);
+            let st = wait_for(cmd);
+            let bytes = st.to_ne_bytes();
+            libc::write(status_pipe[1], bytes.as_ptr() as *const libc::c_void, 4);
+            // Leaving ends the namespace: the kernel kills what the command left running.
+            libc::_exit(0);
+        }
+        libc::close(status_pipe[1]);
+        // The command (PID 2): without the capabilities that reach past the guest's tree.
+        for cap in DROPPED_CAPS {
+            if libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) != 0
+                && *libc::__errno_location() != libc::EINVAL
+            {
+                return Err(err());
+            }
+        }
+        let mut hdr = CapHeader {
+            version: CAP_VERSION_3,
+            pid: 0,
+        };
+        let mut data = [CapData {
+            effective: 0,
+            permitted: 0,
+            inheritable: 0,
+        }; 2];
+        if libc::syscall(
+            libc::SYS_capget,
+            &mut hdr as *mut CapHeader,
+            data.as_mut_ptr(),
+        ) != 0
+        {
+            return Err(err());
+        }
+        for d in data.iter_mut() {
+            d.inheritable = 0;
+        }
+        for cap in DROPPED_CAPS {
+            let (word, bit) = (cap as usize / 32, 1u32 << (cap % 32));
+            data[word].effective &= !bit;
+            data[word].permitted &= !bit;
+        }
+        if libc::syscall(libc::SYS_capset, &mut hdr as *mut CapHeader, data.as_ptr()) != 0 {
+            return Err(err());
+        }
+        if libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        ) != 0
+            && *libc::__errno_location() != libc::EINVAL
+        {
             return Err(err());
         }
     }

@@ -2,8 +2,9 @@
 //! fsynced before the change it announces is made. Replaying it tells what a run did, how far it got, and
 //! how to undo it.
 //!
-//! Fault injection for tests: with `CLOUDPREP_FAULT_STEP=N` the process SIGKILLs itself right after the
-//! N-th journal entry it wrote is durable.
+//! Fault injection for tests (builds with the `test-hooks` feature only, never the release binary): with
+//! `CLOUDPREP_FAULT_STEP=N` the process SIGKILLs itself right after the N-th journal entry it wrote is
+//! durable.
 
 use super::atomic::{Dir, Existing};
 use crate::checks::Phase;
@@ -167,11 +168,20 @@ pub enum Entry {
 
 static STEPS: AtomicU64 = AtomicU64::new(0);
 
-fn fault_step() -> Option<u64> {
-    std::env::var("CLOUDPREP_FAULT_STEP")
+/// The test hook: SIGKILL this process after the `n`-th journal step when `CLOUDPREP_FAULT_STEP=n`.
+#[cfg(feature = "test-hooks")]
+fn fault_injection(n: u64) {
+    let step: Option<u64> = std::env::var("CLOUDPREP_FAULT_STEP")
         .ok()
-        .and_then(|v| v.trim().parse().ok())
+        .and_then(|v| v.trim().parse().ok());
+    if step == Some(n) {
+        log::warn!("CLOUDPREP_FAULT_STEP={n}: killing myself");
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+    }
 }
+
+#[cfg(not(feature = "test-hooks"))]
+fn fault_injection(_n: u64) {}
 
 /// Journal steps written by this process so far.
 pub fn steps_written() -> u64 {
@@ -251,10 +261,7 @@ impl Journal {
         }
         self.len += line.len() as u64;
         let n = STEPS.fetch_add(1, Ordering::SeqCst) + 1;
-        if fault_step() == Some(n) {
-            log::warn!("CLOUDPREP_FAULT_STEP={n}: killing myself");
-            let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
-        }
+        fault_injection(n);
         Ok(())
     }
 }

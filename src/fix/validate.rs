@@ -8,7 +8,6 @@ use crate::guest::root::Root;
 use anyhow::{Context, Result};
 use std::io::Write;
 use std::path::Path;
-use std::process::Command;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -35,16 +34,24 @@ fn host_tool(name: &str) -> Option<String> {
         .find(|p| Path::new(p).is_file())
 }
 
+/// How long a host parser (findmnt, grub-script-check, sh -n) may take over one file.
+const HOST_TOOL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Run a host tool that only parses a file: the executor's fixed environment (no inherited variables) and
+/// a time limit. A tool stopped at the limit has no exit status (a failure).
 fn host_run(argv: &[&str]) -> Result<(Option<i32>, String)> {
-    let out = Command::new(argv[0])
-        .args(&argv[1..])
-        .env("LC_ALL", "C")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .with_context(|| format!("running {}", argv.join(" ")))?;
-    let mut s = String::from_utf8_lossy(&out.stdout).into_owned();
-    s.push_str(&String::from_utf8_lossy(&out.stderr));
-    Ok((out.status.code(), s))
+    host_run_within(argv, HOST_TOOL_TIMEOUT)
+}
+
+fn host_run_within(argv: &[&str], limit: std::time::Duration) -> Result<(Option<i32>, String)> {
+    let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
+    let o = exec::run_with_input(None, &argv, None, limit)?;
+    let code = if o.timed_out.is_some() {
+        None
+    } else {
+        o.status
+    };
+    Ok((code, o.output))
 }
 
 /// Validate the file now at `guest` (host path `host`). Only the file's syntax is judged: facts of the
@@ -69,8 +76,11 @@ pub fn validate(
             }
             match host_tool("findmnt") {
                 Some(f) => {
-                    let (_, out) = host_run(&[&f, "--verify", "--tab-file", &hs])?;
-                    Ok(findmnt_verdict(&out))
+                    let (code, out) = host_run(&[&f, "--verify", "--tab-file", &hs])?;
+                    Ok(match code {
+                        Some(_) => findmnt_verdict(&out),
+                        None => Verdict::Fail(format!("findmnt --verify: {}", out.trim())),
+                    })
                 }
                 None => Ok(Verdict::Pass(
                     "fields checked (findmnt not available)".into(),
@@ -300,6 +310,23 @@ mod tests {
             findmnt_verdict("\n2 parse errors, 0 errors, 0 warnings\n"),
             Verdict::Fail(_)
         ));
+    }
+
+    #[test]
+    fn host_tools_get_a_clean_environment_and_a_time_limit() {
+        std::env::set_var("CLOUDPREP_TEST_LEAK", "leaked-value");
+        let (code, out) = host_run(&["env"]).unwrap();
+        std::env::remove_var("CLOUDPREP_TEST_LEAK");
+        assert_eq!(code, Some(0), "{out}");
+        assert!(!out.contains("leaked-value"), "{out}");
+        assert!(out.contains(&format!("PATH={}\n", exec::PATH)), "{out}");
+        assert!(out.contains("LC_ALL=C\n"), "{out}");
+        let t0 = std::time::Instant::now();
+        let (code, out) =
+            host_run_within(&["sleep", "120"], std::time::Duration::from_secs(1)).unwrap();
+        assert_eq!(code, None, "{out}");
+        assert!(out.contains("stopped after 1 s"), "{out}");
+        assert!(t0.elapsed() < std::time::Duration::from_secs(30));
     }
 
     #[test]

@@ -248,22 +248,24 @@ fn systemd_running(root: &Root) -> bool {
     root.is_live() && Path::new("/run/systemd/system").is_dir()
 }
 
-/// Run a command in the guest: directly on the live system, through chroot(8) under `--root`; stopped
-/// (with what it started) after `[fix] command_timeout` seconds.
+/// Run a command in the guest: directly on the live system, confined in the guest under `--root` (as
+/// `fix` runs its commands: own PID namespace and `/proc`, read-only `/sys`, only the guest's disks in
+/// `/dev`, see `fix::exec`); stopped (with what it started) after `[fix] command_timeout` seconds.
 pub fn run_in_guest(
     root: &Root,
     argv: &[&str],
     stdin: Option<&str>,
     timeout: std::time::Duration,
 ) -> Result<String> {
-    let mut full: Vec<String> = Vec::new();
-    if !root.is_live() {
-        full.push("chroot".into());
-        full.push(root.base().display().to_string());
-    }
-    full.extend(argv.iter().map(|a| a.to_string()));
+    use crate::fix::exec;
+    let confined = if root.is_live() {
+        None
+    } else {
+        Some(exec::Chroot::new(root, &exec::guest_dev_links(root, &[]))?)
+    };
+    let full: Vec<String> = argv.iter().map(|a| a.to_string()).collect();
     let shown = argv.join(" ");
-    let o = crate::fix::exec::run_with_input(None, &full, stdin, timeout)?;
+    let o = exec::run_with_input(confined.as_ref(), &full, stdin, timeout)?;
     if !o.ok() {
         bail!("{shown} failed ({}): {}", o.describe(), o.output.trim());
     }

@@ -1,6 +1,11 @@
 //! The blocking HTTP(S) client: ureq with rustls (no OpenSSL, builds static for musl). TLS is verified against
 //! the bundled web PKI roots plus the system bundle; `OS_CACERT` adds a CA file; `--insecure` turns
 //! verification off. Every request is logged at debug level with secrets redacted.
+//!
+//! Redirects are never followed blindly: the auth token travels in `X-Auth-Token`, which ureq would carry
+//! to any host a redirect names. A body-less request (GET, DELETE) follows a redirect to the same scheme,
+//! host and port; any other redirect is an error naming where it points. A plain-http URL is warned about
+//! once per address (the password, the token and the image cross the network in clear text).
 
 use super::secret::{redact, Secret};
 use anyhow::{Context, Result};
@@ -105,6 +110,21 @@ impl ServerCertVerifier for NoVerify {
     }
 }
 
+/// Add the certificates of the first bundle in `bundles` that yields any (an empty, unreadable or
+/// unparsable one is passed over); how many were added.
+fn add_system_roots(roots: &mut rustls::RootCertStore, bundles: &[&str]) -> usize {
+    for b in bundles {
+        if let Ok(it) = CertificateDer::pem_file_iter(b) {
+            let (added, _) = roots.add_parsable_certificates(it.filter_map(|c| c.ok()));
+            log::debug!("{added} CA certificates from {b}");
+            if added > 0 {
+                return added;
+            }
+        }
+    }
+    0
+}
+
 fn tls_config(cacert: Option<&Path>, insecure: bool) -> Result<rustls::ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
@@ -122,13 +142,7 @@ fn tls_config(cacert: Option<&Path>, insecure: bool) -> Result<rustls::ClientCon
     }
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    for b in SYSTEM_BUNDLES {
-        if let Ok(it) = CertificateDer::pem_file_iter(b) {
-            let (added, _) = roots.add_parsable_certificates(it.filter_map(|c| c.ok()));
-            log::debug!("{added} CA certificates from {b}");
-            break;
-        }
-    }
+    add_system_roots(&mut roots, SYSTEM_BUNDLES);
     if let Some(ca) = cacert {
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(ca)
             .with_context(|| format!("reading CA bundle {} (OS_CACERT)", ca.display()))?
@@ -209,11 +223,14 @@ impl Http {
             .timeout_read(Duration::from_secs(900))
             .timeout_write(Duration::from_secs(300))
             .user_agent(concat!("cloudprep/", env!("CARGO_PKG_VERSION")))
+            // Redirects are handled by `send` (the token must not follow one to another host).
+            .redirects(0)
             .build();
         Ok(Http { agent })
     }
 
     fn request(&self, method: &str, url: &str, token: Option<&Secret>) -> ureq::Request {
+        warn_cleartext(url);
         let mut r = self
             .agent
             .request(method, url)
@@ -280,12 +297,35 @@ impl Http {
         }
     }
 
+    /// A body-less request, following redirects within the same origin (at most [`MAX_REDIRECTS`]).
+    fn bodyless(
+        &self,
+        method: &str,
+        url: &str,
+        token: Option<&Secret>,
+    ) -> Result<Response, HttpError> {
+        let mut url = url.to_string();
+        for _ in 0..=MAX_REDIRECTS {
+            let r = Self::finish(method, &url, self.request(method, &url, token).call())?;
+            match redirect_target(&url, &r)? {
+                None => return Ok(r),
+                Some(next) => {
+                    log::debug!("HTTP {method} {url} -> {} to {next}", r.status);
+                    url = next;
+                }
+            }
+        }
+        Err(HttpError::Transport(format!(
+            "{method} {url}: more than {MAX_REDIRECTS} redirects"
+        )))
+    }
+
     pub fn get(&self, url: &str, token: Option<&Secret>) -> Result<Response, HttpError> {
-        Self::finish("GET", url, self.request("GET", url, token).call())
+        self.bodyless("GET", url, token)
     }
 
     pub fn delete(&self, url: &str, token: Option<&Secret>) -> Result<Response, HttpError> {
-        Self::finish("DELETE", url, self.request("DELETE", url, token).call())
+        self.bodyless("DELETE", url, token)
     }
 
     /// POST a JSON body. `log_body` false for bodies holding secrets (the Keystone token request).
@@ -303,7 +343,7 @@ impl Http {
             .request("POST", url, token)
             .set("Content-Type", "application/json")
             .send_string(&body.to_string());
-        Self::finish("POST", url, r)
+        refuse_redirect("POST", url, Self::finish("POST", url, r)?)
     }
 
     /// PUT a streamed body: chunked unless `length` is known.
@@ -320,7 +360,106 @@ impl Http {
         if let Some(n) = length {
             r = r.set("Content-Length", &n.to_string());
         }
-        Self::finish("PUT", url, r.send(body))
+        refuse_redirect("PUT", url, Self::finish("PUT", url, r.send(body))?)
+    }
+}
+
+/// Redirects followed by a body-less request.
+const MAX_REDIRECTS: usize = 5;
+
+/// `scheme://host:port` of a URL (the port made explicit), lower-cased; None when it has no host.
+fn origin(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let hostport = authority.rsplit('@').next()?.to_ascii_lowercase();
+    if hostport.is_empty() {
+        return None;
+    }
+    let has_port = match hostport.rfind(':') {
+        Some(i) => !hostport[i..].contains(']'),
+        None => false,
+    };
+    Some(if has_port {
+        format!("{scheme}://{hostport}")
+    } else {
+        let port = if scheme == "https" { 443 } else { 80 };
+        format!("{scheme}://{hostport}:{port}")
+    })
+}
+
+/// Where a 3xx answer to `url` points, when it may be followed with the token (same origin); an error for
+/// any other redirect; None when the answer is not a redirect.
+fn redirect_target(url: &str, r: &Response) -> Result<Option<String>, HttpError> {
+    if !(300..400).contains(&r.status) {
+        return Ok(None);
+    }
+    let Some(loc) = r.header("Location") else {
+        return Err(HttpError::Status {
+            code: r.status,
+            message: "redirect without a Location".into(),
+        });
+    };
+    let next = if loc.contains("://") {
+        loc.to_string()
+    } else if loc.starts_with('/') {
+        match origin(url) {
+            Some(o) => format!("{o}{loc}"),
+            None => loc.to_string(),
+        }
+    } else {
+        // Relative to the current path.
+        let base = url.rsplit_once('/').map_or(url, |(b, _)| b);
+        format!("{base}/{loc}")
+    };
+    if origin(&next).is_some() && origin(&next) == origin(url) {
+        return Ok(Some(next));
+    }
+    Err(HttpError::Status {
+        code: r.status,
+        message: redact(&format!(
+            "redirected to {next}, another address: not followed (the auth token is only sent to the \
+             address configured); use that URL if it is right"
+        )),
+    })
+}
+
+/// A request with a body is never replayed: a redirect is an error naming its target.
+fn refuse_redirect(method: &str, url: &str, r: Response) -> Result<Response, HttpError> {
+    if !(300..400).contains(&r.status) {
+        return Ok(r);
+    }
+    let loc = r.header("Location").unwrap_or("(no Location)").to_string();
+    Err(HttpError::Status {
+        code: r.status,
+        message: redact(&format!(
+            "{method} {url} was redirected to {loc}: not followed; use the final URL"
+        )),
+    })
+}
+
+/// The warning for a plain-http URL, or None for https.
+pub fn cleartext_warning(url: &str) -> Option<String> {
+    if !url.to_ascii_lowercase().starts_with("http://") {
+        return None;
+    }
+    let o = origin(url).unwrap_or_else(|| url.to_string());
+    Some(format!(
+        "{o} is plain http: the password, the auth token and the image cross the network unencrypted"
+    ))
+}
+
+/// Warn about a plain-http URL, once per origin.
+fn warn_cleartext(url: &str) {
+    use std::sync::Mutex;
+    static WARNED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    if let Some(w) = cleartext_warning(url) {
+        let o = origin(url).unwrap_or_default();
+        let mut seen = WARNED.lock().unwrap_or_else(|e| e.into_inner());
+        if !seen.contains(&o) {
+            seen.push(o);
+            log::warn!("{w}");
+        }
     }
 }
 
@@ -347,19 +486,258 @@ mod tests {
         assert_eq!(error_text(r#"{"message": "erred.<br /><br />"}"#), "erred.");
     }
 
+    /// A private CA and a `localhost` certificate it signed (openssl), in `dir`.
+    fn make_pki(dir: &Path) {
+        let run = |args: &[&str]| {
+            let o = std::process::Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .expect("running openssl (x.sh installs it)");
+            assert!(o.status.success(), "openssl {args:?}: {o:?}");
+        };
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=cloudprep test CA",
+        ]);
+        run(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "leaf.key",
+            "-out",
+            "leaf.csr",
+            "-subj",
+            "/CN=localhost",
+        ]);
+        std::fs::write(
+            dir.join("ext"),
+            "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "leaf.pem",
+            "-days",
+            "1",
+            "-extfile",
+            "ext",
+        ]);
+    }
+
+    /// A TLS handshake in memory between a client with `cfg` and a server presenting the leaf
+    /// certificate: Ok when it completes, the client's error otherwise.
+    fn handshake(cfg: rustls::ClientConfig, dir: &Path) -> Result<(), rustls::Error> {
+        use rustls::pki_types::PrivateKeyDer;
+        let certs: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_file_iter(dir.join("leaf.pem"))
+                .unwrap()
+                .map(|c| c.unwrap())
+                .collect();
+        let key = PrivateKeyDer::from_pem_file(dir.join("leaf.key")).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let scfg = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+        let mut client = rustls::ClientConnection::new(
+            Arc::new(cfg),
+            ServerName::try_from("localhost").unwrap(),
+        )
+        .unwrap();
+        let mut server = rustls::ServerConnection::new(Arc::new(scfg)).unwrap();
+        for _ in 0..20 {
+            let mut buf = Vec::new();
+            while client.wants_write() {
+                client.write_tls(&mut buf).unwrap();
+            }
+            server.read_tls(&mut &buf[..]).unwrap();
+            server.process_new_packets().ok();
+            let mut buf = Vec::new();
+            while server.wants_write() {
+                server.write_tls(&mut buf).unwrap();
+            }
+            client.read_tls(&mut &buf[..]).unwrap();
+            client.process_new_packets()?;
+            if !client.is_handshaking() && !server.is_handshaking() {
+                return Ok(());
+            }
+        }
+        panic!("the handshake did not finish");
+    }
+
     #[test]
     fn tls_setup() {
-        assert!(tls_config(None, false).is_ok());
-        assert!(tls_config(None, true).is_ok());
         let d = tempfile::tempdir().unwrap();
-        let f = d.path().join("ca.pem");
+        make_pki(d.path());
+        // Verified by default: a certificate from an unknown CA is refused.
+        let e = handshake(tls_config(None, false).unwrap(), d.path()).unwrap_err();
+        assert!(matches!(e, rustls::Error::InvalidCertificate(_)), "{e:?}");
+        // OS_CACERT adds the CA: accepted.
+        handshake(
+            tls_config(Some(&d.path().join("ca.pem")), false).unwrap(),
+            d.path(),
+        )
+        .unwrap();
+        // --insecure: accepted without the CA.
+        handshake(tls_config(None, true).unwrap(), d.path()).unwrap();
+        // System bundles: an empty or missing one is passed over for the next that has certificates.
+        let empty = d.path().join("empty.pem");
+        std::fs::write(&empty, "").unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        let ca = d.path().join("ca.pem");
+        let n = add_system_roots(
+            &mut roots,
+            &[
+                d.path().join("none.pem").to_str().unwrap(),
+                empty.to_str().unwrap(),
+                ca.to_str().unwrap(),
+            ],
+        );
+        assert_eq!((n, roots.len()), (1, 1));
+        // Bad or missing OS_CACERT bundles are errors naming the file.
+        let f = d.path().join("bad.pem");
         std::fs::write(&f, "not a pem").unwrap();
         let e = format!("{:#}", tls_config(Some(&f), false).unwrap_err());
-        assert!(e.contains("ca.pem") && e.contains("OS_CACERT"), "{e}");
+        assert!(e.contains("bad.pem") && e.contains("OS_CACERT"), "{e}");
         let e = format!(
             "{:#}",
             tls_config(Some(&d.path().join("missing.pem")), false).unwrap_err()
         );
         assert!(e.contains("missing.pem"), "{e}");
+    }
+
+    /// A loopback HTTP server answering each of `answers` to one connection; the requests it got.
+    fn serve(
+        l: std::net::TcpListener,
+        answers: Vec<String>,
+    ) -> std::thread::JoinHandle<Vec<String>> {
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let mut got = Vec::new();
+            for a in answers {
+                let (mut s, _) = l.accept().unwrap();
+                let mut req = Vec::new();
+                let mut b = [0u8; 1];
+                while !req.ends_with(b"\r\n\r\n") && s.read(&mut b).unwrap() == 1 {
+                    req.push(b[0]);
+                }
+                got.push(String::from_utf8_lossy(&req).into_owned());
+                s.write_all(a.as_bytes()).unwrap();
+            }
+            got
+        })
+    }
+
+    fn answer(status: &str, extra: &str) -> String {
+        format!("HTTP/1.1 {status}\r\n{extra}Content-Length: 2\r\nConnection: close\r\n\r\n{{}}")
+    }
+
+    #[test]
+    fn the_token_never_follows_a_redirect_to_another_address() {
+        let token = Secret::new("tok-redirect-test-5e1d");
+        // The other address: 127.0.0.2 (loopback), which must never be contacted.
+        let other = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
+        other.set_nonblocking(true).unwrap();
+        let other_url = format!(
+            "http://127.0.0.2:{}/stolen",
+            other.local_addr().unwrap().port()
+        );
+        let here = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = here.local_addr().unwrap().port();
+        let srv = serve(
+            here,
+            vec![
+                // GET: same-origin redirect (followed, with the token), then one to the other address.
+                answer("302 Found", "Location: /v2/next\r\n"),
+                answer("302 Found", &format!("Location: {other_url}\r\n")),
+                // PUT with a body: never replayed, even to the same origin.
+                answer("307 Temporary Redirect", "Location: /v2/again\r\n"),
+            ],
+        );
+        let http = Http::new(None, false).unwrap();
+        let e = http
+            .get(&format!("http://127.0.0.1:{port}/v2/images"), Some(&token))
+            .err()
+            .expect("an error")
+            .to_string();
+        assert!(
+            e.contains("another address") && e.contains("127.0.0.2"),
+            "{e}"
+        );
+        assert!(!e.contains(token.expose()), "{e}");
+        let e = http
+            .put_stream(
+                &format!("http://127.0.0.1:{port}/v2/images/x/file"),
+                Some(&token),
+                Some(2),
+                &b"{}"[..],
+            )
+            .err()
+            .expect("an error")
+            .to_string();
+        assert!(
+            e.contains("redirected to /v2/again") && e.contains("not followed"),
+            "{e}"
+        );
+        let got = srv.join().unwrap();
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert!(got[0].starts_with("GET /v2/images "), "{got:?}");
+        assert!(got[1].starts_with("GET /v2/next "), "{got:?}");
+        for g in &got {
+            assert!(
+                g.contains(&format!("X-Auth-Token: {}", token.expose())),
+                "{g}"
+            );
+        }
+        // Nothing ever connected to the other address.
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(
+            matches!(other.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "the redirect target was contacted"
+        );
+    }
+
+    #[test]
+    fn origins_and_cleartext_warnings() {
+        assert_eq!(origin("http://H:5000/v3").as_deref(), Some("http://h:5000"));
+        assert_eq!(origin("https://h/x?y").as_deref(), Some("https://h:443"));
+        assert_eq!(origin("http://u:p@h/x").as_deref(), Some("http://h:80"));
+        assert_eq!(origin("http://[::1]/x").as_deref(), Some("http://[::1]:80"));
+        assert_eq!(
+            origin("http://[::1]:81/x").as_deref(),
+            Some("http://[::1]:81")
+        );
+        assert_ne!(origin("http://h/x"), origin("https://h/x"));
+        assert!(cleartext_warning("https://keystone:5000/v3").is_none());
+        let w = cleartext_warning("HTTP://keystone:5000/v3").unwrap();
+        assert!(
+            w.contains("http://keystone:5000") && w.contains("unencrypted"),
+            "{w}"
+        );
     }
 }

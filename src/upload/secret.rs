@@ -40,10 +40,13 @@ impl fmt::Display for Secret {
     }
 }
 
-/// Remember a secret value so that [`redact`] removes it from any text. Values shorter than 4 characters
-/// are not registered (they would blank out ordinary words); they are still never printed by `Secret`.
+/// Values shorter than this are redacted only where they stand as a whole word (a 3-character password
+/// inside a longer word is left alone, or every "abc" of every message would go).
+const SHORT: usize = 4;
+
+/// Remember a secret value so that [`redact`] removes it from any text.
 pub fn register(s: &str) {
-    if s.len() < 4 {
+    if s.is_empty() {
         return;
     }
     if let Ok(mut k) = KNOWN.lock() {
@@ -61,12 +64,36 @@ pub fn redact(text: &str) -> String {
     let mut out = text.to_string();
     if let Ok(k) = KNOWN.lock() {
         for s in k.iter() {
-            if out.contains(s.as_str()) {
+            if s.len() < SHORT {
+                out = replace_word(&out, s);
+            } else if out.contains(s.as_str()) {
                 out = out.replace(s.as_str(), REDACTED);
             }
         }
     }
     redact_patterns(&out)
+}
+
+/// `text` with every occurrence of `word` that has no letter or digit right before or after it replaced.
+fn replace_word(text: &str, word: &str) -> String {
+    let alnum = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric());
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    let mut prev: Option<char> = None;
+    while let Some(i) = rest.find(word) {
+        let before = rest[..i].chars().next_back().or(prev);
+        let after = rest[i + word.len()..].chars().next();
+        if !alnum(before) && !alnum(after) {
+            out.push_str(&rest[..i]);
+            out.push_str(REDACTED);
+        } else {
+            out.push_str(&rest[..i + word.len()]);
+        }
+        prev = rest[..i + word.len()].chars().next_back();
+        rest = &rest[i + word.len()..];
+    }
+    out.push_str(rest);
+    out
 }
 
 fn redact_patterns(text: &str) -> String {
@@ -145,8 +172,13 @@ mod tests {
     }
 
     #[test]
-    fn short_values_are_not_registered() {
-        register("ab");
-        assert_eq!(redact("ab cab"), "ab cab");
+    fn short_values_are_redacted_as_whole_words() {
+        let _s = Secret::new("q7");
+        assert_eq!(
+            redact("password was q7; q7x and xq7 are words, (q7) is not"),
+            format!("password was {REDACTED}; q7x and xq7 are words, ({REDACTED}) is not")
+        );
+        assert_eq!(redact("q7"), REDACTED);
+        assert_eq!(replace_word("aq7q7 q7", "q7"), format!("aq7q7 {REDACTED}"));
     }
 }

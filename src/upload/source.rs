@@ -197,7 +197,7 @@ impl Read for ChanReader {
 /// Run `export` on a producer thread, feeding `consume` through a bounded pipe. Returns the consumer's result
 /// and the export's.
 pub fn pipe_through<T>(
-    export: impl FnOnce(&mut dyn Write) -> Result<ExportSummary> + Send + 'static,
+    export: impl FnOnce(&mut (dyn Write + Send)) -> Result<ExportSummary> + Send + 'static,
     consume: impl FnOnce(&mut dyn Read) -> T,
 ) -> (T, Result<ExportSummary>) {
     let (tx, rx) = sync_channel::<Msg>(8);

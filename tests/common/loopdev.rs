@@ -1,6 +1,7 @@
 //! Loop-device disk images for tests. There is no udev here: partitions are added with `partx -a`
 //! and missing `/dev/loopNpM` nodes are created from sysfs.
 
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -64,22 +65,29 @@ impl LoopDisk {
     fn make_nodes(&self) {
         let name = self.dev.trim_start_matches("/dev/");
         let sys = PathBuf::from("/sys/class/block").join(name);
-        let Ok(rd) = std::fs::read_dir(&sys) else {
-            return;
-        };
+        let rd = std::fs::read_dir(&sys).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (the loop device's partitions cannot be found)",
+                sys.display()
+            )
+        });
         for e in rd.flatten() {
             let pname = e.file_name().to_string_lossy().into_owned();
             if !pname.starts_with(name) {
                 continue;
             }
             let node = PathBuf::from("/dev").join(&pname);
-            if node.exists() {
-                continue;
+            let devnum = std::fs::read_to_string(e.path().join("dev"))
+                .unwrap_or_else(|err| panic!("{}/dev: {err}", e.path().display()));
+            let (maj, min) = devnum.trim().split_once(':').unwrap();
+            let want = nix::sys::stat::makedev(maj.parse().unwrap(), min.parse().unwrap());
+            // A node left from an earlier attach may carry another partition's number: made anew.
+            match std::fs::symlink_metadata(&node) {
+                Ok(m) if m.file_type().is_block_device() && m.rdev() == want => continue,
+                Ok(_) => std::fs::remove_file(&node).unwrap(),
+                Err(_) => {}
             }
-            if let Ok(devnum) = std::fs::read_to_string(e.path().join("dev")) {
-                let (maj, min) = devnum.trim().split_once(':').unwrap();
-                super::sh("mknod", &[node.to_str().unwrap(), "b", maj, min]);
-            }
+            super::sh("mknod", &[node.to_str().unwrap(), "b", maj, min]);
         }
     }
 

@@ -20,6 +20,55 @@ pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
+/// Tests never pass by doing nothing: without root (loop devices, mounts, chroot) they fail, saying so.
+pub fn require_root() {
+    assert!(
+        is_root(),
+        "this test needs root (loop devices, mounts, the guest's chroot): run the suite as root, through \
+         scripts/test.sh"
+    );
+}
+
+/// A tmpfs of `size` mounted at a directory (created), unmounted on drop.
+pub struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    pub fn mount(target: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(target).unwrap();
+        sh(
+            "mount",
+            &[
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size}"),
+                "tmpfs",
+                target.to_str().unwrap(),
+            ],
+        );
+        Tmpfs(target.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).output();
+    }
+}
+
+/// Fail loudly when a program the test needs is not installed (x.sh installs `package`).
+pub fn require_tool(prog: &str, package: &str) {
+    let found = std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .chain(["/usr/sbin", "/sbin"])
+        .any(|d| Path::new(d).join(prog).is_file());
+    assert!(
+        found,
+        "{prog} is not installed: this test needs it (package {package}, installed by x.sh)"
+    );
+}
+
 /// A real Debian root filesystem unpacked from the cached debootstrap tarball (scripts/mkroot.sh).
 pub struct Guest {
     pub dir: tempfile::TempDir,
@@ -302,4 +351,28 @@ pub fn mt(cmd: &str, image: &str, args: &[&str]) -> String {
         String::from_utf8_lossy(&o.stderr)
     );
     String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A blocker finding planted by a test, carrying `fix`.
+pub fn finding(id: &'static str, fix: cloudprep::checks::Fix) -> cloudprep::checks::Finding {
+    use cloudprep::checks::{Area, CheckInfo, Finding, Severity};
+    let info = CheckInfo {
+        id,
+        title: "test",
+        area: Area::Platform,
+        severity: Severity::Blocker,
+        fixable: true,
+    };
+    Finding::new(&info, "planted by the test").fix(fix)
+}
+
+/// Mount points below `p` (in this process's namespace): none may be left after a command ran.
+pub fn mounts_under(p: &Path) -> Vec<String> {
+    let p = std::fs::canonicalize(p).unwrap().display().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+        .filter(|m| m.starts_with(&format!("{p}/")))
+        .collect()
 }
