@@ -19,6 +19,7 @@
 pub mod ext4;
 pub mod freeze;
 pub mod layout;
+pub mod output;
 pub mod partition;
 pub mod pipeline;
 pub mod progress;
@@ -298,18 +299,6 @@ fn export_stream_root(
     })
 }
 
-/// Removes the temporary output unless disarmed.
-struct TempFile(Option<PathBuf>);
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        if let Some(p) = self.0.take() {
-            let _ = std::fs::remove_file(&p);
-            freeze::set_temp(None);
-        }
-    }
-}
-
 /// Export the source disk of the guest under `root` to a file or standard output; prints the summary.
 pub fn run(root: &Path, a: &ExportOptions) -> Result<i32> {
     let opts = StreamOptions {
@@ -340,30 +329,13 @@ pub fn run(root: &Path, a: &ExportOptions) -> Result<i32> {
     }
     freeze::install_handlers();
     let out = PathBuf::from(&a.output);
-    let dir = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let fname = out
-        .file_name()
-        .context("the output needs a file name")?
-        .to_string_lossy()
-        .into_owned();
-    // Checks that need only the source path, before freezing anything.
-    {
+    // The output is checked and opened (a file: its temporary; a device: in place) before freezing.
+    let output = {
         let src = source::open(&opts.source, root)?;
-        src.check_output(&out)?;
-    }
+        output::Output::open(&out, &src, a.format)?
+    };
     let (src, guard, label, stable) = prepare(&opts.source, root, opts.consistency)?;
-    let tmp_path = dir.join(format!(".{fname}.cloudprep-{}.tmp", std::process::id()));
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .read(true)
-        .create_new(true)
-        .open(&tmp_path)
-        .with_context(|| format!("creating {}", tmp_path.display()))?;
-    let mut tmp = TempFile(Some(tmp_path.clone()));
-    freeze::set_temp(Some(tmp_path.clone()));
+    let file = output.file.try_clone()?;
     let mut prog = progress::Progress::new(src.size, false);
     let copy = Copy {
         src: &src,
@@ -374,10 +346,19 @@ pub fn run(root: &Path, a: &ExportOptions) -> Result<i32> {
     };
     let out_file = file.try_clone()?;
     let mut sink: Box<dyn pipeline::Sink> = match a.format {
-        ImageFormat::Raw => Box::new(raw::RawFile::new(file, src.size)),
-        ImageFormat::Qcow2 => Box::new(qcow2::Qcow2File::new(file, src.size, a.compress)?),
+        ImageFormat::Raw => Box::new(raw::RawFile::new(
+            file,
+            src.size,
+            output.device_size().is_some(),
+        )),
+        ImageFormat::Qcow2 => Box::new(
+            qcow2::Qcow2File::new(file, src.size, a.compress)?
+                .in_place(output.device_size().is_some()),
+        ),
     };
-    let totals = copy.pass(sink.as_mut(), &mut prog, digest)?;
+    let totals = copy
+        .pass(sink.as_mut(), &mut prog, digest)
+        .map_err(|e| output.explain(e))?;
     let written = sink.written();
     drop(sink);
     let file = out_file;
@@ -401,7 +382,9 @@ pub fn run(root: &Path, a: &ExportOptions) -> Result<i32> {
     };
     if a.verify {
         let (vsize, sha) = match a.format {
-            ImageFormat::Raw => raw_hash(&file)?,
+            ImageFormat::Raw => {
+                raw_hash(&file, output.device_size().map(|_| summary.virtual_size))?
+            }
             ImageFormat::Qcow2 => qcow2::guest_hash(&file)?,
         };
         if vsize != summary.virtual_size || sha != summary.sha256 {
@@ -413,19 +396,21 @@ pub fn run(root: &Path, a: &ExportOptions) -> Result<i32> {
         }
         eprintln!("cloudprep: verified: the output reads back with the same content hash");
     }
-    std::fs::rename(&tmp_path, &out).with_context(|| format!("renaming to {}", out.display()))?;
-    tmp.0 = None;
-    freeze::set_temp(None);
+    output.commit()?;
     println!("source         {}", src.path.display());
     print!("{}", summary.render());
     println!("output         {}", out.display());
     Ok(crate::exit::EXIT_OK)
 }
 
-fn raw_hash(f: &std::fs::File) -> Result<(u64, String)> {
+/// SHA-256 of the first `len` bytes of `f` (default: all of a regular file).
+fn raw_hash(f: &std::fs::File, len: Option<u64>) -> Result<(u64, String)> {
     use sha2::Digest;
     use std::os::unix::fs::FileExt;
-    let size = f.metadata()?.len();
+    let size = match len {
+        Some(n) => n,
+        None => f.metadata()?.len(),
+    };
     let mut h = sha2::Sha256::new();
     let mut buf = vec![0u8; pipeline::CHUNK];
     let mut off = 0u64;
