@@ -83,6 +83,8 @@ pub struct ExportOptions {
 /// Options for an export to any writer (used by `export -o -` and by `upload`).
 #[derive(Debug, Clone)]
 pub struct StreamOptions {
+    /// The guest whose disk `auto` means (`/` on the running system, or where an image is mounted).
+    pub root: PathBuf,
     /// `auto`, a block device or an image file.
     pub source: String,
     pub format: ImageFormat,
@@ -239,7 +241,7 @@ fn layout_for(src: &source::Source, fs_skip: bool) -> Result<layout::Layout> {
 /// Export to a writer that cannot seek (a pipe, an HTTP body). Raw streams directly; qcow2 needs an
 /// allocation pass first to lay out its metadata (uncompressed only).
 pub fn export_stream(opts: &StreamOptions, out: &mut dyn Write) -> Result<ExportSummary> {
-    export_stream_root(opts, Path::new("/"), true, out)
+    export_stream_root(opts, &opts.root, true, out)
 }
 
 fn export_stream_root(
@@ -302,6 +304,7 @@ fn export_stream_root(
 /// Export the source disk of the guest under `root` to a file or standard output; prints the summary.
 pub fn run(root: &Path, a: &ExportOptions) -> Result<i32> {
     let opts = StreamOptions {
+        root: root.to_path_buf(),
         source: a.source.clone(),
         format: a.format,
         compress: a.compress,

@@ -300,12 +300,58 @@ pub struct FixOptions {
 
 /// The `fix` command: recover interrupted runs, audit, show the plan, ask (on a terminal, without `yes`),
 /// apply, audit again. Returns the exit code.
+/// The filesystems of the guest's fstab that a fix touches and that are not mounted under an offline root.
+fn offline_unmounted(root: &Root) -> Result<Vec<crate::checks::storage::Unmounted>> {
+    if root.is_live() {
+        return Ok(Vec::new());
+    }
+    let mounts = crate::guest::facts::read_mounts(root)?;
+    crate::checks::storage::offline_unmounted(root, &mounts)
+}
+
+/// Refuse to change an offline root when a filesystem the change touches is not mounted under it: /var
+/// always (the journal and backups), any of them when the plan runs commands (they write /boot, /usr and
+/// /var), and the filesystem of every file the plan edits. Without a plan (before the audit): /var only.
+fn refuse_unmounted(
+    root: &Root,
+    missing: &[crate::checks::storage::Unmounted],
+    plan: Option<&audit::Plan>,
+) -> Result<()> {
+    let touches = |mp: &str| {
+        mp == "/var"
+            || plan.is_some_and(|p| {
+                !p.commands.is_empty()
+                    || p.files
+                        .iter()
+                        .any(|f| f.path == mp || f.path.starts_with(&format!("{mp}/")))
+            })
+    };
+    if let Some(u) = missing.iter().find(|u| touches(&u.mountpoint)) {
+        bail!(
+            "refusing to fix {}: the guest's /etc/fstab (line {}) mounts {} on {}, but nothing is mounted at {}; \
+             mount it there (and every other filesystem the guest mounts) and run cloudprep again",
+            root.base().display(),
+            u.line,
+            u.spec,
+            u.mountpoint,
+            root.display(&u.mountpoint)
+        );
+    }
+    Ok(())
+}
+
 pub fn run(target: &Target, a: &FixOptions) -> Result<i32> {
     // An unreadable root or config is an error of the command: exit 3, reported once by cli::main.
     let (root, config) = target.open()?;
     let sel = a.select.clone();
     let interactive = !a.yes && std::io::stdin().is_terminal();
     let may_change = !a.dry_run && (a.yes || interactive);
+    // An offline root with a guest filesystem left unmounted: the journal (/var) and the plan would land
+    // in the empty mount-point directory on the root filesystem.
+    let unmounted = offline_unmounted(&root)?;
+    if may_change {
+        refuse_unmounted(&root, &unmounted, None)?;
+    }
     if may_change {
         // An interrupted run is rolled back before anything else (and before the audit looks).
         for r in recover(&root)? {
@@ -325,6 +371,9 @@ pub fn run(target: &Target, a: &FixOptions) -> Result<i32> {
     }
     let before = audit::run(&root, &config, &sel);
     let plan = &before.plan;
+    if may_change {
+        refuse_unmounted(&root, &unmounted, Some(plan))?;
+    }
     if plan.is_empty() {
         let msg = "nothing to do: no planned change";
         match a.format {
