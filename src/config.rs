@@ -150,16 +150,25 @@ impl Config {
         Ok(c)
     }
 
+    /// Parse and check the check ids it names (`[checks] skip`, `[waivers]`) against the registry.
+    pub fn parse_checked(text: &str) -> Result<Config> {
+        let c = Config::parse(text)?;
+        crate::audit::check_patterns("[checks] skip", &c.checks.skip)?;
+        crate::audit::check_ids("[waivers]", &c.waivers.keys().collect::<Vec<_>>())?;
+        Ok(c)
+    }
+
     /// Load from an explicit host path, or `/etc/cloudprep/cloudprep.toml` under the root (absent: defaults).
     pub fn load(root: &Root, explicit: Option<&std::path::Path>) -> Result<Config> {
         if let Some(p) = explicit {
             let text =
                 std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-            return Config::parse(&text).with_context(|| format!("parsing {}", p.display()));
+            return Config::parse_checked(&text)
+                .with_context(|| format!("parsing {}", p.display()));
         }
         match root.read_text(CONFIG_PATH)? {
             None => Ok(Config::default()),
-            Some(text) => Config::parse(&text)
+            Some(text) => Config::parse_checked(&text)
                 .with_context(|| format!("parsing {}", root.display(CONFIG_PATH))),
         }
     }

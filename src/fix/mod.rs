@@ -170,6 +170,43 @@ pub fn list_runs(root: &Root) -> Result<Vec<RunInfo>> {
 // Commands
 
 /// The plan as text: the unified diffs exactly, then the commands.
+/// The plan as JSON (`fix --dry-run --format json`, docs/fix-plan.schema.json): `changes` (would `fix`
+/// change anything), `files` (each with its action, unified diff, the findings it fixes, and `error` when
+/// the change cannot be made) and `commands` (argv, phase, reason, stdin when fed).
+pub fn plan_json(plan: &Plan) -> serde_json::Value {
+    let files: Vec<serde_json::Value> = plan
+        .files
+        .iter()
+        .filter(|f| !f.diff.is_empty() || f.error.is_some())
+        .map(|f| {
+            serde_json::json!({
+                "path": f.path,
+                "action": f.action,
+                "diff": f.diff,
+                "findings": f.findings,
+                "error": f.error,
+            })
+        })
+        .collect();
+    let commands: Vec<serde_json::Value> = plan
+        .commands
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "argv": c.argv,
+                "phase": c.phase,
+                "reason": c.reason,
+                "stdin": c.stdin,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "changes": !plan.is_empty(),
+        "files": files,
+        "commands": commands,
+    })
+}
+
 pub fn render_plan(plan: &Plan) -> String {
     let mut s = String::new();
     for f in &plan.files {
@@ -341,7 +378,9 @@ fn refuse_unmounted(
 }
 
 pub fn run(target: &Target, a: &FixOptions) -> Result<i32> {
-    // An unreadable root or config is an error of the command: exit 3, reported once by cli::main.
+    // A wrong selection, an unreadable root or config is an error of the command: exit 3, reported once by
+    // cli::main.
+    a.select.validate()?;
     let (root, config) = target.open()?;
     let sel = a.select.clone();
     let interactive = !a.yes && std::io::stdin().is_terminal();
@@ -373,6 +412,13 @@ pub fn run(target: &Target, a: &FixOptions) -> Result<i32> {
     let plan = &before.plan;
     if may_change {
         refuse_unmounted(&root, &unmounted, Some(plan))?;
+    }
+    if a.dry_run && a.format == Format::Json {
+        crate::report::emit(
+            None,
+            &(serde_json::to_string_pretty(&plan_json(plan))? + "\n"),
+        )?;
+        return Ok(before.exit_code());
     }
     if plan.is_empty() {
         let msg = "nothing to do: no planned change";
