@@ -36,13 +36,19 @@ use std::time::Duration;
 
 pub const CLUSTER: usize = 65536;
 
-#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(
+    clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum ImageFormat {
     Raw,
     Qcow2,
 }
 
-#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(
+    clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Compression {
     None,
     Zlib,
@@ -55,12 +61,30 @@ pub enum Digest {
     None,
 }
 
-#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(
+    clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Consistency {
     Freeze,
     Readonly,
     None,
 }
+
+/// Choices print as they are spelled on the command line and in the configuration.
+macro_rules! display_as_value {
+    ($($t:ty),*) => {$(
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                match clap::ValueEnum::to_possible_value(self) {
+                    Some(v) => f.write_str(v.get_name()),
+                    None => write!(f, "{self:?}"),
+                }
+            }
+        }
+    )*};
+}
+display_as_value!(ImageFormat, Compression, Consistency);
 
 /// What `cloudprep export` is asked to do (see the command's help for each field).
 #[derive(Debug, Clone)]
@@ -131,22 +155,32 @@ impl ExportSummary {
     }
 }
 
-fn threads(t: Option<usize>) -> usize {
-    t.filter(|&n| n > 0)
-        .unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-        })
-        .min(64)
+/// Most compression threads an export uses (the default, all cores, is capped there too).
+pub const MAX_THREADS: usize = 64;
+
+fn threads(t: Option<usize>) -> Result<usize> {
+    match t {
+        Some(n) if n == 0 || n > MAX_THREADS => {
+            bail!("--threads {n}: choose 1 to {MAX_THREADS} (or leave it out for all cores)")
+        }
+        Some(n) => Ok(n),
+        None => Ok(std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .min(MAX_THREADS)),
+    }
 }
 
-fn freeze_timeout() -> Duration {
-    let s = std::env::var("CLOUDPREP_FREEZE_TIMEOUT")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3600);
-    Duration::from_secs(s)
+/// How long filesystems may stay frozen before the watchdog thaws them and aborts the export:
+/// `CLOUDPREP_FREEZE_TIMEOUT` seconds (0 thaws at once), default one hour.
+fn freeze_timeout() -> Result<Duration> {
+    match std::env::var("CLOUDPREP_FREEZE_TIMEOUT") {
+        Err(std::env::VarError::NotPresent) => Ok(Duration::from_secs(3600)),
+        Ok(v) => v.trim().parse().map(Duration::from_secs).map_err(|_| {
+            anyhow::anyhow!("CLOUDPREP_FREEZE_TIMEOUT={v:?}: expected a number of seconds")
+        }),
+        Err(e) => bail!("CLOUDPREP_FREEZE_TIMEOUT: {e}"),
+    }
 }
 
 /// Open the source, check consistency requirements and hold its filesystems (freeze/read-only).
@@ -155,6 +189,7 @@ fn prepare(
     root: &Path,
     consistency: Option<Consistency>,
 ) -> Result<(source::Source, Option<freeze::Guard>, String, bool)> {
+    let timeout = freeze_timeout()?;
     let src = source::open(spec, root)?;
     let mounted = src.mounted()?;
     let rw: Vec<&source::Mount> = mounted.iter().filter(|m| m.read_write).collect();
@@ -175,10 +210,10 @@ fn prepare(
             (None, format!("none (mounted read-write: {names}; the copy may be inconsistent)"))
         }
         Some(Consistency::Freeze) => {
-            (Some(freeze::hold(&mounted, true, freeze_timeout())?), format!("freeze ({names})"))
+            (Some(freeze::hold(&mounted, true, timeout)?), format!("freeze ({names})"))
         }
         Some(Consistency::Readonly) => {
-            (Some(freeze::hold(&mounted, false, freeze_timeout())?), format!("readonly ({names})"))
+            (Some(freeze::hold(&mounted, false, timeout)?), format!("readonly ({names})"))
         }
     };
     src.invalidate_cache();
@@ -256,6 +291,7 @@ fn export_stream_root(
     if opts.format == ImageFormat::Raw && opts.compress != Compression::None {
         bail!("--compress applies to qcow2 only");
     }
+    let nthreads = threads(opts.threads)?;
     freeze::install_handlers();
     let (src, guard, label, stable) = prepare(&opts.source, root, opts.consistency)?;
     let mut prog = progress::Progress::new(src.size, false);
@@ -263,7 +299,7 @@ fn export_stream_root(
         src: &src,
         fs_skip: opts.fs_skip,
         compress: Compression::None,
-        threads: threads(opts.threads),
+        threads: nthreads,
         stable,
     };
     let totals = match opts.format {
@@ -330,6 +366,7 @@ pub fn run(root: &Path, a: &ExportOptions) -> Result<i32> {
         eprint!("{}", s.render());
         return Ok(crate::exit::EXIT_OK);
     }
+    let nthreads = threads(opts.threads)?;
     freeze::install_handlers();
     let out = PathBuf::from(&a.output);
     // The output is checked and opened (a file: its temporary; a device: in place) before freezing.
@@ -344,7 +381,7 @@ pub fn run(root: &Path, a: &ExportOptions) -> Result<i32> {
         src: &src,
         fs_skip: opts.fs_skip,
         compress: a.compress,
-        threads: threads(opts.threads),
+        threads: nthreads,
         stable,
     };
     let out_file = file.try_clone()?;

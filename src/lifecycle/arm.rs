@@ -15,9 +15,7 @@ pub fn arm(target: &Target, a: &ArmOptions) -> Result<i32> {
     let state = ArmState {
         armed_at: now(),
         export_output: a.export.as_deref().map(absolute_export).transpose()?,
-        export_format: a
-            .format
-            .map(|f| f.to_possible_value().unwrap().get_name().to_string()),
+        export_format: a.format,
     };
     // Refuse a configuration premigrate could not carry out, now rather than during the shutdown.
     let export = state.export_config(&config.export);
