@@ -359,6 +359,7 @@ pub fn run(root: &Path, a: &ExportOptions) -> Result<i32> {
         if a.verify {
             bail!("--verify needs an output file");
         }
+        output::check_stdout(&source::open(&opts.source, root)?)?;
         let stdout = std::io::stdout();
         let mut lock = stdout.lock();
         let s = export_stream_root(&opts, root, digest, &mut lock)?;

@@ -261,6 +261,28 @@ impl Drop for Output {
     }
 }
 
+/// `-o -`: refuse a standard output that is a file on one of the source's mounted filesystems (while
+/// frozen, writing it would block until the watchdog fires; and the image would be inside itself).
+pub fn check_stdout(src: &Source) -> Result<()> {
+    let fd = std::os::fd::AsFd::as_fd(&std::io::stdout()).try_clone_to_owned();
+    let Ok(md) = fd.map(File::from).and_then(|f| f.metadata()) else {
+        return Ok(());
+    };
+    if !md.is_file() {
+        return Ok(());
+    }
+    let dev = (libc::major(md.dev()), libc::minor(md.dev()));
+    if let Some(m) = src.mounted()?.iter().find(|m| m.devnum == dev) {
+        bail!(
+            "standard output is a file on {} ({}), a filesystem of the disk being exported: redirect it to \
+             another disk",
+            m.mount_point.display(),
+            m.source
+        );
+    }
+    Ok(())
+}
+
 /// Is `path` under `/dev` (after resolving its directory)?
 fn in_dev(path: &Path) -> bool {
     let dir = match path.parent() {
