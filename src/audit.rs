@@ -135,10 +135,13 @@ fn nearest(p: &str, ids: &[&str]) -> String {
     let mut scored: Vec<(usize, String)> = cands
         .into_iter()
         .map(|c| {
+            // Against the whole id and against it without its area (`firewall.ssh` is near
+            // `network.firewall-ssh`).
+            let tail = c.split_once('.').map(|(_, t)| t).filter(|t| !t.is_empty());
             let d = if p.len() >= 3 && c.contains(p) {
                 0
             } else {
-                edit_distance(p, &c)
+                edit_distance(p, &c).min(tail.map_or(usize::MAX, |t| edit_distance(p, t) + 1))
             };
             (d, c)
         })
