@@ -142,7 +142,13 @@ impl Server {
     }
 
     fn env(&self, c: &mut Command) {
-        for k in ["OS_CLOUD", "OS_CACERT", "OS_INSECURE", "OS_TOKEN", "OS_AUTH_TYPE"] {
+        for k in [
+            "OS_CLOUD",
+            "OS_CACERT",
+            "OS_INSECURE",
+            "OS_TOKEN",
+            "OS_AUTH_TYPE",
+        ] {
             c.env_remove(k);
         }
         c.env("OS_AUTH_URL", format!("http://127.0.0.1:{}/v3", self.port))
@@ -157,7 +163,10 @@ impl Server {
 
 /// A 64 MiB guest disk: one ext4 partition with a guest's os-release, mounted at `mnt` read-write.
 fn guest_disk(dir: &std::path::Path) -> (LoopDisk, std::path::PathBuf) {
-    assert!(common::is_root(), "needs root (loop devices, mounts, FIFREEZE)");
+    assert!(
+        common::is_root(),
+        "needs root (loop devices, mounts, FIFREEZE)"
+    );
     let mut d = LoopDisk::new(64, "label: dos\nstart=2048, type=83\n");
     sh("mke2fs", &["-q", "-F", "-t", "ext4", &d.part(1)]);
     let mnt = dir.join("guest");
@@ -187,7 +196,12 @@ fn upload_root_exports_the_guest_disk() {
     srv.env(&mut c);
     let o = c.output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(0), "{err}\n{}", String::from_utf8_lossy(&o.stdout));
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{err}\n{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
     // The body is the guest's disk (the loop device), byte for byte: not the host's system disk.
     let mut f = std::fs::File::open(&d.dev).unwrap();
     let mut h = Sha256::new();
@@ -202,7 +216,11 @@ fn frozen(mnt: &std::path::Path) -> bool {
     let mut probe = Command::new("sh")
         .args([
             "-c",
-            &format!("echo y > {}/probe && sync -f {}/probe", mnt.display(), mnt.display()),
+            &format!(
+                "echo y > {}/probe && sync -f {}/probe",
+                mnt.display(),
+                mnt.display()
+            ),
         ])
         .spawn()
         .unwrap();
@@ -244,30 +262,50 @@ fn signals_during_a_frozen_upload_thaw() {
         // Wait for the PUT: by then the export is running and the guest filesystem frozen.
         let t = Instant::now();
         while !srv.seen.lock().unwrap().put_started {
-            assert!(t.elapsed() < Duration::from_secs(60), "SIG{sig}: no upload started");
-            assert!(child.try_wait().unwrap().is_none(), "SIG{sig}: upload ended early");
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "SIG{sig}: no upload started"
+            );
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "SIG{sig}: upload ended early"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         std::thread::sleep(Duration::from_millis(500));
-        assert!(frozen(&mnt), "SIG{sig}: the guest filesystem should be frozen during the upload");
+        assert!(
+            frozen(&mnt),
+            "SIG{sig}: the guest filesystem should be frozen during the upload"
+        );
         sh("kill", &[&format!("-{sig}"), &child.id().to_string()]);
         let t = Instant::now();
         let st = loop {
             if let Some(st) = child.try_wait().unwrap() {
                 break st;
             }
-            assert!(t.elapsed() < Duration::from_secs(30), "SIG{sig}: still running");
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "SIG{sig}: still running"
+            );
             std::thread::sleep(Duration::from_millis(50));
         };
         let mut err = String::new();
-        child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
         let signum = match sig {
             "INT" => 2,
             "TERM" => 15,
             _ => 3,
         };
         assert_eq!(st.code(), Some(128 + signum), "SIG{sig}: {err}");
-        assert!(!frozen(&mnt), "SIG{sig}: left frozen after the process ended\n{err}");
+        assert!(
+            !frozen(&mnt),
+            "SIG{sig}: left frozen after the process ended\n{err}"
+        );
         drop(d);
     }
 }

@@ -271,8 +271,19 @@ pub fn check_stdout(src: &Source) -> Result<()> {
     if !md.is_file() {
         return Ok(());
     }
+    // Which mount holds it: by its path (a btrfs file's device number is not the mount's).
+    let Ok(path) = std::fs::read_link("/proc/self/fd/1") else {
+        return Ok(());
+    };
+    let Some(holder) = source::mount_holding(&path).ok().flatten() else {
+        return Ok(());
+    };
     let dev = (libc::major(md.dev()), libc::minor(md.dev()));
-    if let Some(m) = src.mounted()?.iter().find(|m| m.devnum == dev) {
+    if let Some(m) = src
+        .mounted()?
+        .iter()
+        .find(|m| m.devnum == dev || m.mount_point == holder.mount_point)
+    {
         bail!(
             "standard output is a file on {} ({}), a filesystem of the disk being exported: redirect it to \
              another disk",

@@ -210,7 +210,7 @@ mod tests {
             d[512 + 80..512 + 84].copy_from_slice(&n.to_le_bytes());
             d[512 + 84..512 + 88].copy_from_slice(&esize.to_le_bytes());
         };
-        let mut r = |d: &[u8]| {
+        let r = |d: &[u8]| {
             let mut rd = |o: u64, l: usize| {
                 anyhow::ensure!(o as usize + l <= d.len(), "read past the end");
                 Ok(d[o as usize..o as usize + l].to_vec())

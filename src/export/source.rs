@@ -186,8 +186,9 @@ fn source_device(path: &str) -> Option<String> {
     devnum_name((libc::major(r), libc::minor(r)))
 }
 
-/// Kernel name of the block device holding the filesystem at `dir` (through the mount table for
-/// anonymous device numbers, as btrfs reports).
+/// Kernel name of the block device holding the filesystem at `dir`. The device number of a file is not
+/// always the mount's (a btrfs subvolume has its own anonymous one, different from mountinfo's): without
+/// a block device behind it, the mount holding the path decides, mapped through its source.
 pub fn dir_device(dir: &Path) -> Result<Option<String>> {
     let md =
         std::fs::metadata(dir).with_context(|| format!("output directory {}", dir.display()))?;
@@ -195,17 +196,14 @@ pub fn dir_device(dir: &Path) -> Result<Option<String>> {
     if let Some(n) = devnum_name((libc::major(d), libc::minor(d))) {
         return Ok(Some(n));
     }
-    let dir = std::fs::canonicalize(dir).with_context(|| format!("resolving {}", dir.display()))?;
+    Ok(mount_holding(dir)?.as_ref().and_then(mount_device))
+}
+
+/// The mount holding `path` (resolved; the longest mount point that is a prefix of it).
+pub fn mount_holding(path: &Path) -> Result<Option<Mount>> {
+    let p = std::fs::canonicalize(path).with_context(|| format!("resolving {}", path.display()))?;
     let ms = mounts()?;
-    // The mount holding `dir` with the same device number (a bind mount or a subvolume mount included).
-    let dev = (libc::major(d), libc::minor(d));
-    let m = ms
-        .iter()
-        .filter(|m| m.devnum == dev)
-        .filter(|m| dir.starts_with(&m.mount_point))
-        .max_by_key(|m| m.mount_point.components().count())
-        .or_else(|| ms.iter().find(|m| m.devnum == dev));
-    Ok(m.and_then(mount_device))
+    Ok(mount_of(&ms, &p).cloned())
 }
 
 /// An opened source: a block device or an image file.
