@@ -5,7 +5,7 @@
 //! survive byte-identical and in order.
 
 use cloudprep::checks::boot::{grub, initramfs};
-use cloudprep::checks::network::{self as network, firewall, udev};
+use cloudprep::checks::network::{self as network, firewall, sshd, udev};
 use cloudprep::checks::storage::{self as storage, fstab};
 use cloudprep::checks::{cloud_init, platform};
 use cloudprep::config::NamingPolicy;
@@ -439,7 +439,7 @@ fn parsers_never_panic() {
             run("cloud_init::upstream_major", l, || {
                 cloud_init::upstream_major(l)
             });
-            run("firewall::listen_host", l, || firewall::listen_host(l));
+            run("sshd::listen_host", l, || sshd::listen_host(l));
             run("firewall::shell_split", l, || firewall::shell_split(l));
             run("probe.port_in", l, || probe.port_in(l));
             run("initramfs::module_of", l, || {
@@ -511,9 +511,7 @@ fn parsers_never_panic() {
             firewall::firewalld_zone(t, &probe)
         });
         run("firewall::restore_paths", t, || firewall::restore_paths(t));
-        run("firewall::listen_addresses", t, || {
-            firewall::listen_addresses(t)
-        });
+        run("sshd::listen_addresses", t, || sshd::listen_addresses(t));
         run("initramfs::listed_modules", t, || {
             initramfs::listed_modules(t)
         });
@@ -803,12 +801,8 @@ fn other_rewriters() {
                 cloud_init::ensure_snippet(c, "network:\n  config: disabled\n")
             });
         }
-        let out = idempotent(
-            "firewall::drop_specific_listen",
-            t,
-            firewall::drop_specific_listen,
-        );
-        assert_kept("firewall::drop_specific_listen", t, &out, |l| {
+        let out = idempotent("sshd::drop_specific_listen", t, sshd::drop_specific_listen);
+        assert_kept("sshd::drop_specific_listen", t, &out, |l| {
             !l.to_ascii_lowercase().contains("listenaddress")
         });
         let mods = vec![

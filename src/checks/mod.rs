@@ -384,6 +384,7 @@ pub fn all_checks() -> Vec<Check> {
     v.extend(network::udev::checks());
     v.extend(network::checks());
     v.extend(network::firewall::checks());
+    v.extend(network::sshd::checks());
     v.extend(cloud_init::checks());
     v.extend(platform::checks());
     v

@@ -18,13 +18,16 @@ pub fn fix(g: &Global, a: &FixArgs) -> Result<i32> {
     )
 }
 
+/// The root for `rollback` and `runs`, which need no configuration; an unusable root is reported here.
+fn open_root(g: &Global) -> Option<Root> {
+    Root::new(&g.root)
+        .map_err(|e| eprintln!("cloudprep: error: {e:#}"))
+        .ok()
+}
+
 pub fn rollback(g: &Global, a: &RollbackArgs) -> Result<i32> {
-    let root = match Root::new(&g.root) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("cloudprep: error: {e:#}");
-            return Ok(EXIT_FAILURE);
-        }
+    let Some(root) = open_root(g) else {
+        return Ok(EXIT_FAILURE);
     };
     let (recovered, rep) = crate::fix::rollback(&root, a.run_id.as_deref())?;
     let mut errors = 0;
@@ -39,12 +42,8 @@ pub fn rollback(g: &Global, a: &RollbackArgs) -> Result<i32> {
 }
 
 pub fn runs(g: &Global, a: &RunsArgs) -> Result<i32> {
-    let root = match Root::new(&g.root) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("cloudprep: error: {e:#}");
-            return Ok(EXIT_FAILURE);
-        }
+    let Some(root) = open_root(g) else {
+        return Ok(EXIT_FAILURE);
     };
     let runs = list_runs(&root)?;
     let out = match a.format {
