@@ -16,12 +16,17 @@ use std::process::{Command, Stdio};
 const PATTERN: &str = "CLOUDPREP-DELETED-DATA-PATTERN-7f3a9c\n";
 const SWAP_UUID: &str = "0b5e7d2c-4a1f-4c3e-9d8b-1234567890ab";
 
-fn skip() -> bool {
-    if !common::is_root() || Command::new("qemu-img").arg("--version").output().is_err() {
-        eprintln!("skipped: needs root and qemu-img");
-        return true;
-    }
-    false
+/// These tests need root (loop devices, mounts) and qemu-img (x.sh installs qemu-utils): without them
+/// they fail, they never pass silently.
+fn need_root_and_qemu_img() {
+    assert!(
+        common::is_root(),
+        "tests/export.rs needs root (loop devices, mounts): run it as root"
+    );
+    assert!(
+        Command::new("qemu-img").arg("--version").output().is_ok(),
+        "tests/export.rs needs qemu-img (apt-get install qemu-utils, as x.sh setup does)"
+    );
 }
 
 fn run(args: &[&str]) -> std::process::Output {
@@ -394,11 +399,37 @@ fn to_raw(p: &Path, fmt: &str) -> PathBuf {
     r
 }
 
-fn sha_of(out: &str) -> String {
-    out.lines()
-        .find_map(|l| l.strip_prefix("sha256"))
+/// The summary's digest: (kind from the `digest` line, hex from the `sha256` line).
+fn digest_of(summary: &str) -> (String, String) {
+    let field = |name: &str| {
+        summary
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_else(|| panic!("no {name} line in the summary:\n{summary}"))
+            .trim()
+            .to_string()
+    };
+    let kind = field("digest");
+    let kind = kind.split(':').next().unwrap().to_string();
+    (kind, field("sha256"))
+}
+
+/// The summary's SHA-256, which must be the default kind: of the output as written.
+fn sha_of(summary: &str) -> String {
+    let (kind, sha) = digest_of(summary);
+    assert_eq!(
+        kind, "output",
+        "the default digest is the output's:\n{summary}"
+    );
+    sha
+}
+
+/// What `sha256sum FILE` prints for the file.
+fn sha256sum(p: &Path) -> String {
+    sh("sha256sum", &[p.to_str().unwrap()])
+        .split_whitespace()
+        .next()
         .unwrap()
-        .trim()
         .to_string()
 }
 
@@ -418,16 +449,8 @@ fn check_all_formats(
     );
     let reference = reference(d, &src, ext, swap, dir);
     assert!(!contains_pattern(&reference));
-    let full_sha = sh("sha256sum", &[src.to_str().unwrap()])
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string();
-    let ref_sha = sh("sha256sum", &[reference.to_str().unwrap()])
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string();
+    let full_sha = sha256sum(&src);
+    let ref_sha = sha256sum(&reference);
     for (fmt, comp) in [
         ("raw", "none"),
         ("qcow2", "none"),
@@ -452,6 +475,11 @@ fn check_all_formats(
             if !skip {
                 args.push("--no-fs-skip");
             }
+            // zlib exports ask for the guest-content digest; all others keep the default (the output's).
+            let content = comp == "zlib";
+            if content {
+                args.extend(["--digest", "content"]);
+            }
             let stdout = export_ok(&args);
             if fmt == "qcow2" {
                 qcheck(&out);
@@ -462,13 +490,27 @@ fn check_all_formats(
                 0,
                 "{fmt}/{comp} fs-skip={skip} differs from the expected content"
             );
-            // The digest is of the guest-visible content exported: the source, or the reference with
-            // free blocks and swap pages zero.
-            assert_eq!(
-                sha_of(&stdout),
-                if skip { &ref_sha } else { &full_sha }.as_str(),
-                "{fmt}/{comp} fs-skip={skip}: digest is not the sha256 of the exported content"
-            );
+            let want_content = if skip { &ref_sha } else { &full_sha };
+            if content {
+                // The guest-visible content exported: the source, or the reference with free blocks and
+                // swap pages zero.
+                assert_eq!(
+                    digest_of(&stdout),
+                    ("content".to_string(), want_content.clone()),
+                    "{fmt}/{comp} fs-skip={skip}: not the sha256 of the exported content"
+                );
+            } else {
+                // The default: exactly what sha256sum prints on the file written.
+                assert_eq!(
+                    sha_of(&stdout),
+                    sha256sum(&out),
+                    "{fmt}/{comp} fs-skip={skip}: the digest is not sha256sum of the output file"
+                );
+                if fmt == "raw" {
+                    // A raw file is the guest content (holes read as zeros).
+                    assert_eq!(&sha_of(&stdout), want_content);
+                }
+            }
             // Independent reader: QEMU's converter back to raw, byte for byte.
             let back = to_raw(&out, fmt);
             assert_eq!(
@@ -524,15 +566,23 @@ fn check_all_formats(
     }
     // Streaming to a pipe: raw gives exactly the bytes of the disk (zeros written); qcow2 streams an
     // image with the same guest content.
+    // The summary (on stderr) carries the SHA-256 of the bytes streamed.
     for fmt in ["raw", "qcow2"] {
         let out = dir.join(format!("stream.{fmt}"));
         let f = std::fs::File::create(&out).unwrap();
         let st = Command::new(common::bin())
             .args(["export", "--source", &d.dev, "--format", fmt, "-o", "-"])
             .stdout(Stdio::from(f))
-            .status()
+            .stderr(Stdio::piped())
+            .output()
             .unwrap();
-        assert!(st.success());
+        let summary = String::from_utf8_lossy(&st.stderr);
+        assert!(st.status.success(), "stream {fmt}: {summary}");
+        assert_eq!(
+            sha_of(&summary),
+            sha256sum(&out),
+            "stream {fmt}: the digest is not sha256sum of the bytes streamed"
+        );
         if fmt == "qcow2" {
             qcheck(&out);
         }
@@ -573,9 +623,7 @@ fn scratch_dir() -> tempfile::TempDir {
 
 #[test]
 fn mbr_disk_with_logical_partitions() {
-    if skip() {
-        return;
-    }
+    need_root_and_qemu_img();
     let dir = scratch_dir();
     let layout = "label: dos\n\
 start=2048, size=65536, type=c\n\
@@ -595,9 +643,7 @@ start=356352, size=163840, type=83\n";
 
 #[test]
 fn gpt_disk_with_esp_swap_and_lvm_lv() {
-    if skip() {
-        return;
-    }
+    need_root_and_qemu_img();
     let dir = scratch_dir();
     let layout = "label: gpt\n\
 start=2048, size=65536, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B\n\
@@ -618,9 +664,7 @@ start=354304, size=163840, type=E6D6D379-F507-44C2-A23C-238F2A3DF928\n";
 
 #[test]
 fn refusals_and_auto_source() {
-    if skip() {
-        return;
-    }
+    need_root_and_qemu_img();
     let dir = scratch_dir();
     let (d, mnt) = mounted_ext4(64, dir.path());
     let out = dir.path().join("out.raw");
@@ -681,12 +725,7 @@ fn refusals_and_auto_source() {
     assert!(s.contains("consistency    none"), "{s}");
     // A source that may change is hashed from the very buffers written (not read again): the digest is
     // the raw output's.
-    let out_sha = sh("sha256sum", &[out.to_str().unwrap()])
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string();
-    assert_eq!(sha_of(&s), out_sha);
+    assert_eq!(sha_of(&s), sha256sum(&out));
     // Read-only remount: the filesystem is read-write again afterwards.
     let s = export_ok(&[
         "export",
@@ -699,6 +738,26 @@ fn refusals_and_auto_source() {
     ]);
     assert!(s.contains("readonly"));
     std::fs::write(mnt.join("after"), "rw again").unwrap();
+    // --digest none: no SHA-256 in the summary; --verify still reads the output back and compares its
+    // guest content with what was read.
+    let q = dir.path().join("out.qcow2");
+    let s = export_ok(&[
+        "export",
+        "--source",
+        &d.dev,
+        "--consistency",
+        "readonly",
+        "--format",
+        "qcow2",
+        "--digest",
+        "none",
+        "--verify",
+        "-o",
+        q.to_str().unwrap(),
+    ]);
+    assert!(s.contains("digest         none"), "{s}");
+    assert!(!s.lines().any(|l| l.starts_with("sha256")), "{s}");
+    qcheck(&q);
     // A failing export (output directory vanished mid-way is hard to simulate; use an unwritable path)
     // leaves no temporary file behind.
     let ro = dir.path().join("missing/out.raw");
@@ -726,9 +785,7 @@ fn refusals_and_auto_source() {
 
 #[test]
 fn freeze_while_a_writer_appends() {
-    if skip() {
-        return;
-    }
+    need_root_and_qemu_img();
     let dir = scratch_dir();
     let (d, mnt) = mounted_ext4(128, dir.path());
     let log = mnt.join("log.txt");
@@ -759,6 +816,7 @@ fn freeze_while_a_writer_appends() {
         out.to_str().unwrap(),
     ]);
     assert!(s.contains("consistency    freeze"), "{s}");
+    assert_eq!(sha_of(&s), sha256sum(&out), "qcow2 output digest");
     // The writer resumes after the thaw.
     let before = std::fs::metadata(&log).unwrap().len();
     std::thread::sleep(std::time::Duration::from_millis(700));
@@ -780,9 +838,7 @@ fn freeze_while_a_writer_appends() {
 
 #[test]
 fn watchdog_and_sigterm_thaw() {
-    if skip() {
-        return;
-    }
+    need_root_and_qemu_img();
     let dir = scratch_dir();
     let (d, mnt) = mounted_ext4(64, dir.path());
     let writable = |what: &str| {

@@ -636,7 +636,10 @@ fn offline_root_with_its_boot_partition_not_mounted() {
     assert!(
         e.contains("line 2")
             && e.contains("on /boot")
-            && e.contains(&format!("nothing is mounted at /boot (under {})", root.display())),
+            && e.contains(&format!(
+                "nothing is mounted at /boot (under {})",
+                root.display()
+            )),
         "{e}"
     );
     assert!(!root.join("var/lib/cloudprep/runs").exists());

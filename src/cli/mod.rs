@@ -151,15 +151,17 @@ pub struct ExportArgs {
     /// Compression threads, 1 to 64 (default: all cores, at most 64).
     #[arg(long, value_parser = clap::value_parser!(u8).range(1..=64))]
     pub threads: Option<u8>,
-    /// Read the output back and compare it with the source after writing.
+    /// After writing, read the output back from the disk and compare its guest content with what was
+    /// read from the source (and a qcow2's bytes with its output digest).
     #[arg(long)]
     pub verify: bool,
     /// Do not skip free filesystem blocks and unused swap (copy every allocated byte).
     #[arg(long)]
     pub no_fs_skip: bool,
-    /// Digest of the guest-visible disk content in the summary. SHA-256 sees every byte of the disk,
-    /// zeros included (about 1.4 GB/s on one core with SHA-NI): `none` skips it.
-    #[arg(long, value_enum, default_value_t = Digest::Sha256)]
+    /// SHA-256 in the summary: of the output as written (`sha256sum` of the file or of the `-o -` bytes),
+    /// of the guest-visible disk `content` (every byte of the disk, zeros included: slow on a large
+    /// mostly empty disk), or `none`.
+    #[arg(long, value_enum, default_value_t = Digest::Output)]
     pub digest: Digest,
     /// Output file, or `-` for standard output (raw, or qcow2 after an allocation pass).
     #[arg(long, short)]

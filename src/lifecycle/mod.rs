@@ -132,7 +132,9 @@ pub fn export_args(e: &ExportConfig) -> Result<Option<ExportOptions>> {
         threads: None,
         verify: false,
         no_fs_skip: false,
-        digest: Digest::Sha256,
+        // The summary records the SHA-256 of the image as written: what the operator compares after
+        // copying it to the cloud.
+        digest: Digest::Output,
         output: e.output.clone(),
     }))
 }

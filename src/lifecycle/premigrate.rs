@@ -1,6 +1,7 @@
 //! `cloudprep premigrate`: what the unit's ExecStop= runs at power-off (guarded), and the sequence itself.
 
 use super::*;
+use std::path::PathBuf;
 
 /// What kind of shutdown is queued, from `systemctl list-jobs --no-legend --plain`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,9 +62,60 @@ pub struct PremigrateSummary {
     pub fix: String,
     pub audit_after_exit: i32,
     pub firstboot_armed: bool,
-    /// `none`, `skipped: …`, or the planned target (the export result goes to the journal: the root is
-    /// read-only by then).
+    /// `none`, `skipped: …`, or the target.
     pub export: String,
+    /// The export's summary (with the SHA-256 of the image as written), once it finished. The summary is
+    /// written before the export (the root is read-only or frozen during it) and again after it: the
+    /// image itself holds the first version, the source disk the second.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub export_result: Option<crate::export::ExportSummary>,
+}
+
+/// A file beside the exported image (a host path, on the export target): temp, fsync, rename, fsync dir.
+fn write_sidecar(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    let tmp = PathBuf::from(format!("{}.cloudprep-tmp", path.display()));
+    let mut f =
+        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    f.write_all(text.as_bytes())
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
+    if let Some(d) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        crate::fix::atomic::fsync_dir(d)?;
+    }
+    Ok(())
+}
+
+/// After a finished export: `IMAGE.sha256` beside the image (`sha256sum -c` reads it), and the summary
+/// again with the export's result. Failures are reported, not fatal: the image is complete.
+fn record_export(root: &Root, summary: &mut PremigrateSummary, s: &crate::export::ExportSummary) {
+    if !s.sha256.is_empty() {
+        let path = Path::new(&s.output);
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        let side = PathBuf::from(format!("{}.sha256", s.output));
+        let r = name
+            .context("the output has no file name")
+            .and_then(|n| write_sidecar(&side, &format!("{}  {n}\n", s.sha256)));
+        match r {
+            Ok(()) => println!("cloudprep premigrate: digest written to {}", side.display()),
+            Err(e) => eprintln!(
+                "cloudprep premigrate: cannot write {}: {e:#}",
+                side.display()
+            ),
+        }
+    }
+    summary.export_result = Some(s.clone());
+    let text = serde_json::to_string_pretty(&*summary).map(|t| t + "\n");
+    if let Err(e) = text
+        .map_err(anyhow::Error::from)
+        .and_then(|t| write_guest(root, PREMIGRATE_SUMMARY, &t))
+    {
+        eprintln!(
+            "cloudprep premigrate: cannot record the export in {}: {e:#}",
+            root.display(PREMIGRATE_SUMMARY)
+        );
+    }
 }
 
 /// `cloudprep premigrate`: the guarded entry of the unit's ExecStop= (or a manual run); `poweroff`: power
@@ -203,10 +255,11 @@ pub fn premigrate(target: &Target, root: &Root) -> Result<i32> {
             .stdin(Stdio::null())
             .status();
         nix::unistd::sync();
-        match crate::export::run(&target.root, &ea) {
-            Ok(c) => {
-                println!("cloudprep premigrate: export finished (exit {c})");
-                rc = rc.max(c);
+        match crate::export::export_file(&target.root, &ea) {
+            Ok(s) => {
+                print!("{}", s.render());
+                println!("cloudprep premigrate: export finished (exit {EXIT_OK})");
+                record_export(root, &mut summary, &s);
             }
             Err(e) => {
                 eprintln!("cloudprep premigrate: export failed: {e:#}");
@@ -215,4 +268,43 @@ pub fn premigrate(target: &Target, root: &Root) -> Result<i32> {
         }
     }
     Ok(rc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_finished_export_is_recorded_beside_the_image_and_in_the_summary() {
+        let d = tempfile::tempdir().unwrap();
+        let guest = d.path().join("guest");
+        std::fs::create_dir_all(guest.join("var/lib/cloudprep")).unwrap();
+        let root = Root::new(&guest).unwrap();
+        let img = d.path().join("out/vm.qcow2");
+        std::fs::create_dir_all(img.parent().unwrap()).unwrap();
+        let s = crate::export::ExportSummary {
+            output: img.display().to_string(),
+            digest: "output",
+            sha256: "0f".repeat(32),
+            ..Default::default()
+        };
+        let mut summary = PremigrateSummary {
+            export: format!("to {} (Qcow2)", img.display()),
+            ..Default::default()
+        };
+        record_export(&root, &mut summary, &s);
+        assert_eq!(
+            std::fs::read_to_string(d.path().join("out/vm.qcow2.sha256")).unwrap(),
+            format!("{}  vm.qcow2\n", "0f".repeat(32)),
+            "sha256sum -c format"
+        );
+        let j: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(guest.join("var/lib/cloudprep/premigrate-summary.json"))
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(j["export_result"]["digest"], "output");
+        assert_eq!(j["export_result"]["sha256"], "0f".repeat(32));
+        assert_eq!(j["export"], summary.export);
+    }
 }
