@@ -110,6 +110,12 @@ fn random_device(mib: u64) -> LoopDisk {
     d
 }
 
+/// Exit 3 with `want` in the error.
+fn assert_refused(o: &Output, want: &str) {
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(o));
+    assert!(stderr(o).contains(want), "wanted {want:?}: {}", stderr(o));
+}
+
 fn is_block(p: &str) -> bool {
     std::fs::metadata(p).unwrap().file_type().is_block_device()
 }
@@ -420,12 +426,7 @@ fn btrfs_mounts_are_seen_by_consistency_and_output_checks() {
         "-o",
         inside.to_str().unwrap(),
     ]);
-    assert_eq!(o.status.code(), Some(3));
-    assert!(
-        stderr(&o).contains("onto the disk being exported"),
-        "{}",
-        stderr(&o)
-    );
+    assert_refused(&o, "onto the disk being exported");
     assert!(!inside.exists());
     // -o - into a file on it: refused too (it would block on the frozen filesystem).
     let f = std::fs::File::create(mnt.join("stdout.raw")).unwrap();
@@ -442,12 +443,7 @@ fn btrfs_mounts_are_seen_by_consistency_and_output_checks() {
         .stdout(Stdio::from(f))
         .output()
         .unwrap();
-    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("standard output is a file on"),
-        "{}",
-        stderr(&o)
-    );
+    assert_refused(&o, "standard output is a file on");
 }
 
 #[test]
@@ -773,12 +769,7 @@ fn wrong_selection_and_options_are_refused() {
         .env("CLOUDPREP_FREEZE_TIMEOUT", "abc")
         .output()
         .unwrap();
-    assert_eq!(o.status.code(), Some(3));
-    assert!(
-        stderr(&o).contains("CLOUDPREP_FREEZE_TIMEOUT"),
-        "{}",
-        stderr(&o)
-    );
+    assert_refused(&o, "CLOUDPREP_FREEZE_TIMEOUT");
 }
 
 #[test]
