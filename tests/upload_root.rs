@@ -36,7 +36,10 @@ struct Server {
     seen: Arc<Mutex<Seen>>,
 }
 
-fn read_head(r: &mut BufReader<TcpStream>) -> Option<(String, String, Vec<(String, String)>)> {
+/// Method, path and headers (names lowercased) of one request.
+type Head = (String, String, Vec<(String, String)>);
+
+fn read_head(r: &mut BufReader<TcpStream>) -> Option<Head> {
     let mut line = String::new();
     if r.read_line(&mut line).ok()? == 0 {
         return None;
