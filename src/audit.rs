@@ -72,12 +72,109 @@ pub struct Selection {
 }
 
 impl Selection {
+    /// Refuse what would select nothing by mistake: an empty value, or an id, `area.` prefix or area name
+    /// that matches no check (the error names it and the nearest known ids).
+    pub fn validate(&self) -> Result<()> {
+        check_patterns("--only", &self.only)?;
+        check_patterns("--skip", &self.skip)
+    }
+
     pub fn wants(&self, config: &Config, id: &str) -> bool {
         if !self.only.is_empty() && !matches_ids(&self.only, id) {
             return false;
         }
         !(matches_ids(&self.skip, id) || config.is_skipped(id))
     }
+}
+
+/// Check `patterns` (ids, `area.` prefixes, area names) against the registry of checks; `what` names
+/// where they come from (`--only`, `[checks] skip`, ...).
+pub fn check_patterns(what: &str, patterns: &[String]) -> Result<()> {
+    let ids: Vec<&str> = all_checks().iter().map(|c| c.info.id).collect();
+    for p in patterns {
+        let p = p.trim();
+        if p.is_empty() {
+            anyhow::bail!("{what}: empty check id (known ids: `cloudprep checks`)");
+        }
+        if !ids.iter().any(|id| matches_ids(&[p.to_string()], id)) {
+            anyhow::bail!(
+                "{what}: `{p}` is not a check id, an `area.` prefix or an area name{}",
+                nearest(p, &ids)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Check `ids` (exact ids only, as waivers are matched) against the registry.
+pub fn check_ids(what: &str, given: &[&String]) -> Result<()> {
+    let ids: Vec<&str> = all_checks().iter().map(|c| c.info.id).collect();
+    for p in given {
+        if p.trim().is_empty() {
+            anyhow::bail!("{what}: empty check id");
+        }
+        if !ids.contains(&p.as_str()) {
+            anyhow::bail!("{what}: `{p}` is not a check id{}", nearest(p, &ids));
+        }
+    }
+    Ok(())
+}
+
+/// "; nearest: a, b, c" — the known ids (and area prefixes) closest to `p` by edit distance, those
+/// containing it first.
+fn nearest(p: &str, ids: &[&str]) -> String {
+    let mut cands: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
+    for id in ids {
+        if let Some((area, _)) = id.split_once('.') {
+            let a = format!("{area}.");
+            if !cands.contains(&a) {
+                cands.push(a);
+            }
+        }
+    }
+    let mut scored: Vec<(usize, String)> = cands
+        .into_iter()
+        .map(|c| {
+            // Against the whole id and against it without its area (`firewall.ssh` is near
+            // `network.firewall-ssh`).
+            let tail = c.split_once('.').map(|(_, t)| t).filter(|t| !t.is_empty());
+            let d = if p.len() >= 3 && c.contains(p) {
+                0
+            } else {
+                edit_distance(p, &c).min(tail.map_or(usize::MAX, |t| edit_distance(p, t) + 1))
+            };
+            (d, c)
+        })
+        .collect();
+    scored.sort();
+    let limit = (p.chars().count() / 2).max(3);
+    let best: Vec<String> = scored
+        .into_iter()
+        .filter(|(d, _)| *d <= limit)
+        .take(3)
+        .map(|(_, c)| c)
+        .collect();
+    if best.is_empty() {
+        " (list them with `cloudprep checks`)".to_string()
+    } else {
+        format!("; nearest: {}", best.join(", "))
+    }
+}
+
+/// Levenshtein distance over characters.
+pub fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
 }
 
 pub fn run(root: &Root, config: &Config, sel: &Selection) -> Audit {

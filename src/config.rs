@@ -1,5 +1,6 @@
 //! `/etc/cloudprep/cloudprep.toml` (read under `--root`). Optional; every key has a default.
 
+use crate::export::{Compression, Consistency, ImageFormat};
 use crate::guest::root::Root;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -27,8 +28,16 @@ pub struct Config {
 pub struct CloudConfig {
     /// cloud-init datasources, written the way `dpkg-reconfigure cloud-init` does.
     pub datasource_list: Vec<String>,
-    /// Disk bus of the target cloud: the guest's disk will be /dev/vda on virtio.
-    pub disk_bus: String,
+    /// Disk bus of the target cloud: `virtio` (virtio-blk: the guest's disk will be /dev/vda) or `scsi`
+    /// (virtio-scsi: /dev/sda).
+    pub disk_bus: DiskBus,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskBus {
+    Virtio,
+    Scsi,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -87,16 +96,16 @@ pub struct ExportConfig {
     pub enabled: bool,
     /// Where the pre-migration unit writes the image (a file path or a block device).
     pub output: String,
-    pub format: String,
-    pub compress: String,
-    pub consistency: String,
+    pub format: ImageFormat,
+    pub compress: Compression,
+    pub consistency: Consistency,
 }
 
 impl Default for CloudConfig {
     fn default() -> Self {
         CloudConfig {
             datasource_list: vec!["Ec2".into(), "None".into()],
-            disk_bus: "virtio".into(),
+            disk_bus: DiskBus::Virtio,
         }
     }
 }
@@ -137,9 +146,9 @@ impl Default for ExportConfig {
         ExportConfig {
             enabled: false,
             output: String::new(),
-            format: "raw".into(),
-            compress: "none".into(),
-            consistency: "readonly".into(),
+            format: ImageFormat::Raw,
+            compress: Compression::None,
+            consistency: Consistency::Readonly,
         }
     }
 }
@@ -150,16 +159,25 @@ impl Config {
         Ok(c)
     }
 
+    /// Parse and check the check ids it names (`[checks] skip`, `[waivers]`) against the registry.
+    pub fn parse_checked(text: &str) -> Result<Config> {
+        let c = Config::parse(text)?;
+        crate::audit::check_patterns("[checks] skip", &c.checks.skip)?;
+        crate::audit::check_ids("[waivers]", &c.waivers.keys().collect::<Vec<_>>())?;
+        Ok(c)
+    }
+
     /// Load from an explicit host path, or `/etc/cloudprep/cloudprep.toml` under the root (absent: defaults).
     pub fn load(root: &Root, explicit: Option<&std::path::Path>) -> Result<Config> {
         if let Some(p) = explicit {
             let text =
                 std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-            return Config::parse(&text).with_context(|| format!("parsing {}", p.display()));
+            return Config::parse_checked(&text)
+                .with_context(|| format!("parsing {}", p.display()));
         }
         match root.read_text(CONFIG_PATH)? {
             None => Ok(Config::default()),
-            Some(text) => Config::parse(&text)
+            Some(text) => Config::parse_checked(&text)
                 .with_context(|| format!("parsing {}", root.display(CONFIG_PATH))),
         }
     }
@@ -192,6 +210,51 @@ mod tests {
         assert_eq!(c.cloud.datasource_list, vec!["OpenStack"]);
         assert_eq!(c.waivers.len(), 1);
         assert_eq!(c.network.ssh_port, 22);
+    }
+
+    #[test]
+    fn enumerated_values_are_checked() {
+        let c = Config::parse(
+            "[cloud]\ndisk_bus = \"scsi\"\n[export]\nformat = \"qcow2\"\ncompress = \"zstd\"\nconsistency = \"freeze\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.cloud.disk_bus, DiskBus::Scsi);
+        assert_eq!(c.export.format, ImageFormat::Qcow2);
+        assert_eq!(c.export.compress, Compression::Zstd);
+        assert_eq!(c.export.consistency, Consistency::Freeze);
+        for (bad, key) in [
+            ("[cloud]\ndisk_bus = \"virtio-scsi\"\n", "virtio-scsi"),
+            ("[cloud]\ndisk_bus = \"SCSI\"\n", "SCSI"),
+            ("[export]\nformat = \"vmdk\"\n", "vmdk"),
+            ("[export]\ncompress = \"xz\"\n", "xz"),
+            ("[export]\nconsistency = \"snapshot\"\n", "snapshot"),
+        ] {
+            let e = format!("{:#}", Config::parse(bad).unwrap_err());
+            assert!(e.contains(key) && e.contains("expected"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn unknown_ids_are_refused_with_the_nearest() {
+        let e = format!(
+            "{:#}",
+            Config::parse_checked("[checks]\nskip = [\"network.udev-persistant-net\"]\n")
+                .unwrap_err()
+        );
+        assert!(
+            e.contains("[checks] skip") && e.contains("network.udev-persistent-net"),
+            "{e}"
+        );
+        let e = format!(
+            "{:#}",
+            Config::parse_checked("[waivers]\n\"network.\" = \"prefixes are not waivers\"\n")
+                .unwrap_err()
+        );
+        assert!(e.contains("[waivers]") && e.contains("`network.`"), "{e}");
+        assert!(Config::parse_checked("[checks]\nskip = [\"\"]\n").is_err());
+        let ok = "[checks]\nskip = [\"network.\", \"platform\", \"boot.serial-console\"]\n\
+                  [waivers]\n\"network.firewall-ssh\" = \"port 22 is open upstream\"\n";
+        assert!(Config::parse_checked(ok).is_ok());
     }
 
     #[test]

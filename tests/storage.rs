@@ -14,6 +14,7 @@ const MY_IDS: &[&str] = &[
     "storage.root-boot-split",
     "storage.lvm-multi-disk",
     "storage.multiple-disks",
+    "storage.offline-mounts",
 ];
 
 const VMWARE_FSTAB: &str = "# /etc/fstab: static file system information.

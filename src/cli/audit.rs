@@ -10,8 +10,10 @@ use std::io::IsTerminal;
 
 pub fn audit(g: &Global, a: &AuditArgs) -> Result<i32> {
     // An unreadable root or config is an error of the command: exit 3, reported once by cli::main.
+    let sel = a.select.selection();
+    sel.validate()?;
     let (root, config) = g.target().open()?;
-    let audit = audit::run(&root, &config, &a.select.selection());
+    let audit = audit::run(&root, &config, &sel);
     let to_tty = a.output.is_none() && std::io::stdout().is_terminal();
     let out = match a.format {
         Format::Json => serde_json::to_string_pretty(&to_json(&audit))? + "\n",

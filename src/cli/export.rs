@@ -14,7 +14,7 @@ pub(super) fn options(a: &ExportArgs) -> ExportOptions {
         format: a.format,
         compress: a.compress,
         consistency: a.consistency,
-        threads: a.threads,
+        threads: a.threads.map(usize::from),
         verify: a.verify,
         no_fs_skip: a.no_fs_skip,
         digest: a.digest,

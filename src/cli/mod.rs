@@ -148,9 +148,9 @@ pub struct ExportArgs {
     /// How to keep mounted filesystems of the source consistent during the copy.
     #[arg(long, value_enum)]
     pub consistency: Option<Consistency>,
-    /// Compression threads (default: all cores).
-    #[arg(long)]
-    pub threads: Option<usize>,
+    /// Compression threads, 1 to 64 (default: all cores, at most 64).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=64))]
+    pub threads: Option<u8>,
     /// After writing, read the output back from the disk and compare its guest content with what was
     /// read from the source (and a qcow2's bytes with its output digest).
     #[arg(long)]
@@ -183,10 +183,12 @@ pub struct UploadArgs {
     /// `auto` (the disk holding /), a block device, or an image file.
     #[arg(long, default_value = "auto", value_name = "auto|DEVICE|FILE")]
     pub source: String,
+    /// How to keep mounted filesystems of the source consistent during the export.
     #[arg(long, value_enum)]
     pub consistency: Option<Consistency>,
-    /// Upload an already exported image file as it is (no conversion).
-    #[arg(long, value_name = "FILE", conflicts_with = "source")]
+    /// Upload an already exported image file as it is (no conversion; --source and --consistency do not
+    /// apply).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["source", "consistency"])]
     pub file: Option<std::path::PathBuf>,
     /// Do not verify the server's TLS certificate (OS_INSECURE does the same).
     #[arg(long)]

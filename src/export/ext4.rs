@@ -117,6 +117,28 @@ pub fn parse_super(sb: &[u8]) -> Result<Super> {
     if s.blocks_per_group == 0 || s.blocks_per_group > s.block_size * 8 {
         bail!("implausible blocks per group {}", s.blocks_per_group);
     }
+    // Every on-disk value that sizes or places something is checked before it is used: a corrupt or
+    // crafted superblock is an error (the partition is then copied whole), never an overflow.
+    if s.first_data_block > 1 || s.first_data_block >= s.blocks_count {
+        bail!(
+            "implausible first data block {} (of {} blocks)",
+            s.first_data_block,
+            s.blocks_count
+        );
+    }
+    if s.blocks_count.checked_mul(s.block_size).is_none() {
+        bail!(
+            "implausible block count {} (of {} bytes): larger than any disk",
+            s.blocks_count,
+            s.block_size
+        );
+    }
+    if s.inodes_per_group == 0 || s.inodes_per_group > s.block_size * 8 {
+        bail!("implausible inodes per group {}", s.inodes_per_group);
+    }
+    if s.inode_size < 128 || s.inode_size > s.block_size || !s.inode_size.is_power_of_two() {
+        bail!("implausible inode size {}", s.inode_size);
+    }
     Ok(s)
 }
 
@@ -178,6 +200,7 @@ impl Ext4Map {
         let mut sbuf = vec![0u8; 1024];
         dev.read_exact_at(&mut sbuf, base + 1024)?;
         let sb = parse_super(&sbuf)?;
+        // parse_super checked that the product fits.
         if sb.blocks_count * sb.block_size > part_len {
             bail!(
                 "filesystem ({} blocks of {}) is larger than its partition ({part_len} bytes)",
@@ -210,6 +233,13 @@ impl Ext4Map {
                 if sb.desc_size >= 64 {
                     ib |= (le32(d, 0x24) as u64) << 32;
                     it |= (le32(d, 0x28) as u64) << 32;
+                }
+                if ib >= sb.blocks_count
+                    || it
+                        .checked_add(itable_blocks)
+                        .is_none_or(|end| end > sb.blocks_count)
+                {
+                    bail!("group {g} has an invalid inode bitmap or table location ({ib}, {it})");
                 }
                 meta.push((bm, 1));
                 meta.push((ib, 1));
@@ -337,12 +367,65 @@ mod tests {
         sb[0x18] = 2; // 4096
         sb[0x20..0x24].copy_from_slice(&32768u32.to_le_bytes());
         sb[0x64] = 1; // sparse_super
+        sb[0x28..0x2c].copy_from_slice(&8192u32.to_le_bytes());
         let s = parse_super(&sb).unwrap();
         assert_eq!(s.block_size, 4096);
         assert_eq!(s.groups(), 4);
         let backups: Vec<u64> = (0..30).filter(|&g| s.has_super(g)).collect();
         assert_eq!(backups, vec![0, 1, 3, 5, 7, 9, 25, 27]);
         assert_eq!(s.desc_block(0), 1);
+    }
+
+    /// A valid 4 KiB-block superblock of 100000 blocks, to corrupt.
+    fn good_super() -> Vec<u8> {
+        let mut sb = vec![0u8; 1024];
+        sb[0x38] = 0x53;
+        sb[0x39] = 0xef;
+        sb[0x4..0x8].copy_from_slice(&100_000u32.to_le_bytes());
+        sb[0x18] = 2;
+        sb[0x20..0x24].copy_from_slice(&32768u32.to_le_bytes());
+        sb[0x28..0x2c].copy_from_slice(&8192u32.to_le_bytes());
+        sb
+    }
+
+    #[test]
+    fn crafted_superblocks_are_errors_not_overflows() {
+        assert!(parse_super(&good_super()).is_ok());
+        let bad = |f: &dyn Fn(&mut Vec<u8>), what: &str| {
+            let mut sb = good_super();
+            f(&mut sb);
+            let e = parse_super(&sb).expect_err(what).to_string();
+            assert!(e.contains("implausible"), "{what}: {e}");
+        };
+        // s_first_data_block = 0xffffffff: blocks_count - first_data_block would wrap.
+        bad(
+            &|sb| sb[0x14..0x18].copy_from_slice(&u32::MAX.to_le_bytes()),
+            "first data block",
+        );
+        bad(
+            &|sb| sb[0x4..0x8].copy_from_slice(&0u32.to_le_bytes()),
+            "no blocks",
+        );
+        // 64-bit block count of 2^63: blocks_count * block_size would wrap.
+        bad(
+            &|sb| {
+                sb[0x60] = INCOMPAT_64BIT as u8;
+                sb[0xfe] = 64;
+                sb[0x150..0x154].copy_from_slice(&0x8000_0000u32.to_le_bytes());
+            },
+            "block count",
+        );
+        bad(
+            &|sb| sb[0x28..0x2c].copy_from_slice(&0u32.to_le_bytes()),
+            "inodes per group",
+        );
+        bad(
+            &|sb| {
+                sb[0x4c] = 1;
+                sb[0x58..0x5a].copy_from_slice(&0xffffu16.to_le_bytes());
+            },
+            "inode size",
+        );
     }
 
     #[test]

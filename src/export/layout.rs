@@ -79,7 +79,10 @@ impl Layout {
             } else {
                 format!("partition {}", p.number)
             };
-            if p.start < last_end || p.start + p.len > size || p.len < 8192 {
+            if p.start < last_end
+                || p.start.checked_add(p.len).is_none_or(|end| end > size)
+                || p.len < 8192
+            {
                 l.notes.push(format!(
                     "{name}: overlaps another or lies past the end of the disk: copied"
                 ));

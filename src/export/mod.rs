@@ -19,6 +19,7 @@
 pub mod ext4;
 pub mod freeze;
 pub mod layout;
+pub mod output;
 pub mod partition;
 pub mod pipeline;
 pub mod progress;
@@ -30,19 +31,24 @@ pub mod swap;
 use anyhow::{bail, Context, Result};
 use pipeline::Sink as _;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub const CLUSTER: usize = 65536;
 
-#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(
+    clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum ImageFormat {
     Raw,
     Qcow2,
 }
 
-#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(
+    clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Compression {
     None,
     Zlib,
@@ -62,12 +68,30 @@ pub enum Digest {
     None,
 }
 
-#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(
+    clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Consistency {
     Freeze,
     Readonly,
     None,
 }
+
+/// Choices print as they are spelled on the command line and in the configuration.
+macro_rules! display_as_value {
+    ($($t:ty),*) => {$(
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                match clap::ValueEnum::to_possible_value(self) {
+                    Some(v) => f.write_str(v.get_name()),
+                    None => write!(f, "{self:?}"),
+                }
+            }
+        }
+    )*};
+}
+display_as_value!(ImageFormat, Compression, Consistency);
 
 /// What `cloudprep export` is asked to do (see the command's help for each field).
 #[derive(Debug, Clone)]
@@ -91,6 +115,8 @@ pub struct ExportOptions {
 /// Options for an export to any writer (used by `export -o -` and by `upload`).
 #[derive(Debug, Clone)]
 pub struct StreamOptions {
+    /// The guest whose disk `auto` means (`/` on the running system, or where an image is mounted).
+    pub root: PathBuf,
     /// `auto`, a block device or an image file.
     pub source: String,
     pub format: ImageFormat,
@@ -162,22 +188,32 @@ impl ExportSummary {
     }
 }
 
-fn threads(t: Option<usize>) -> usize {
-    t.filter(|&n| n > 0)
-        .unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-        })
-        .min(64)
+/// Most compression threads an export uses (the default, all cores, is capped there too).
+pub const MAX_THREADS: usize = 64;
+
+fn threads(t: Option<usize>) -> Result<usize> {
+    match t {
+        Some(n) if n == 0 || n > MAX_THREADS => {
+            bail!("--threads {n}: choose 1 to {MAX_THREADS} (or leave it out for all cores)")
+        }
+        Some(n) => Ok(n),
+        None => Ok(std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .min(MAX_THREADS)),
+    }
 }
 
-fn freeze_timeout() -> Duration {
-    let s = std::env::var("CLOUDPREP_FREEZE_TIMEOUT")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3600);
-    Duration::from_secs(s)
+/// How long filesystems may stay frozen before the watchdog thaws them and aborts the export:
+/// `CLOUDPREP_FREEZE_TIMEOUT` seconds (0 thaws at once), default one hour.
+fn freeze_timeout() -> Result<Duration> {
+    match std::env::var("CLOUDPREP_FREEZE_TIMEOUT") {
+        Err(std::env::VarError::NotPresent) => Ok(Duration::from_secs(3600)),
+        Ok(v) => v.trim().parse().map(Duration::from_secs).map_err(|_| {
+            anyhow::anyhow!("CLOUDPREP_FREEZE_TIMEOUT={v:?}: expected a number of seconds")
+        }),
+        Err(e) => bail!("CLOUDPREP_FREEZE_TIMEOUT: {e}"),
+    }
 }
 
 /// Open the source, check consistency requirements and hold its filesystems (freeze/read-only).
@@ -186,6 +222,7 @@ fn prepare(
     root: &Path,
     consistency: Option<Consistency>,
 ) -> Result<(source::Source, Option<freeze::Guard>, String, bool)> {
+    let timeout = freeze_timeout()?;
     let src = source::open(spec, root)?;
     let mounted = src.mounted()?;
     let rw: Vec<&source::Mount> = mounted.iter().filter(|m| m.read_write).collect();
@@ -206,10 +243,10 @@ fn prepare(
             (None, format!("none (mounted read-write: {names}; the copy may be inconsistent)"))
         }
         Some(Consistency::Freeze) => {
-            (Some(freeze::hold(&mounted, true, freeze_timeout())?), format!("freeze ({names})"))
+            (Some(freeze::hold(&mounted, true, timeout)?), format!("freeze ({names})"))
         }
         Some(Consistency::Readonly) => {
-            (Some(freeze::hold(&mounted, false, freeze_timeout())?), format!("readonly ({names})"))
+            (Some(freeze::hold(&mounted, false, timeout)?), format!("readonly ({names})"))
         }
     };
     src.invalidate_cache();
@@ -273,7 +310,7 @@ fn layout_for(src: &source::Source, fs_skip: bool) -> Result<layout::Layout> {
 /// allocation pass first to lay out its metadata (uncompressed only). No digest: the caller (`upload`)
 /// hashes what it sends itself.
 pub fn export_stream(opts: &StreamOptions, out: &mut (dyn Write + Send)) -> Result<ExportSummary> {
-    export_stream_root(opts, Path::new("/"), Digest::None, out)
+    export_stream_root(opts, &opts.root, Digest::None, out)
 }
 
 /// Passes writes through and hashes them (the output digest of a qcow2 stream: its bytes in order).
@@ -307,6 +344,7 @@ fn export_stream_root(
     if opts.format == ImageFormat::Raw && opts.compress != Compression::None {
         bail!("--compress applies to qcow2 only");
     }
+    let nthreads = threads(opts.threads)?;
     freeze::install_handlers();
     let (src, guard, label, stable) = prepare(&opts.source, root, opts.consistency)?;
     let mut prog = progress::Progress::new(src.size, false);
@@ -314,7 +352,7 @@ fn export_stream_root(
         src: &src,
         fs_skip: opts.fs_skip,
         compress: Compression::None,
-        threads: threads(opts.threads),
+        threads: nthreads,
         stable,
     };
     let (t, written, sha) = match opts.format {
@@ -368,25 +406,14 @@ fn export_stream_root(
     })
 }
 
-/// Removes the temporary output unless disarmed.
-struct TempFile(Option<PathBuf>);
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        if let Some(p) = self.0.take() {
-            let _ = std::fs::remove_file(&p);
-            freeze::set_temp(None);
-        }
-    }
-}
-
 /// Export the source disk of the guest under `root` to a file or standard output; prints the summary.
 pub fn run(root: &Path, a: &ExportOptions) -> Result<i32> {
     if a.output == "-" {
         if a.verify {
             bail!("--verify needs an output file");
         }
-        let opts = stream_options(a);
+        let opts = stream_options(root, a);
+        output::check_stdout(&source::open(&opts.source, root)?)?;
         // `Stdout` (not its `!Send` lock): the pipeline writes from its writer thread.
         let mut lock = std::io::stdout();
         let s = export_stream_root(&opts, root, a.digest, &mut lock)?;
@@ -399,8 +426,9 @@ pub fn run(root: &Path, a: &ExportOptions) -> Result<i32> {
     Ok(crate::exit::EXIT_OK)
 }
 
-fn stream_options(a: &ExportOptions) -> StreamOptions {
+fn stream_options(root: &Path, a: &ExportOptions) -> StreamOptions {
     StreamOptions {
+        root: root.to_path_buf(),
         source: a.source.clone(),
         format: a.format,
         compress: a.compress,
@@ -412,43 +440,26 @@ fn stream_options(a: &ExportOptions) -> StreamOptions {
 
 /// Export to the file `a.output` (written as a temporary file in its directory, fsynced, renamed).
 pub fn export_file(root: &Path, a: &ExportOptions) -> Result<ExportSummary> {
-    let opts = stream_options(a);
+    let opts = stream_options(root, a);
     if a.format == ImageFormat::Raw && a.compress != Compression::None {
         bail!("--compress applies to qcow2 only");
     }
+    let nthreads = threads(opts.threads)?;
     freeze::install_handlers();
     let out = PathBuf::from(&a.output);
-    let dir = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let fname = out
-        .file_name()
-        .context("the output needs a file name")?
-        .to_string_lossy()
-        .into_owned();
-    // Checks that need only the source path, before freezing anything.
-    {
+    // The output is checked and opened (a file: its temporary; a device: in place) before freezing.
+    let output = {
         let src = source::open(&opts.source, root)?;
-        src.check_output(&out)?;
-    }
+        output::Output::open(&out, &src, a.format)?
+    };
     let (src, guard, label, stable) = prepare(&opts.source, root, opts.consistency)?;
-    let tmp_path = dir.join(format!(".{fname}.cloudprep-{}.tmp", std::process::id()));
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .read(true)
-        .create_new(true)
-        .mode(0o600) // a disk image holds /etc/shadow and host keys
-        .open(&tmp_path)
-        .with_context(|| format!("creating {}", tmp_path.display()))?;
-    let mut tmp = TempFile(Some(tmp_path.clone()));
-    freeze::set_temp(Some(tmp_path.clone()));
+    let file = output.file.try_clone()?;
     let mut prog = progress::Progress::new(src.size, false);
     let copy = Copy {
         src: &src,
         fs_skip: opts.fs_skip,
         compress: a.compress,
-        threads: threads(opts.threads),
+        threads: nthreads,
         stable,
     };
     // A sparse raw file reads back (holes as zeros) as exactly the guest content, in guest order: the
@@ -461,16 +472,26 @@ pub fn export_file(root: &Path, a: &ExportOptions) -> Result<ExportSummary> {
         || (a.digest == Digest::Output && a.format == ImageFormat::Raw);
     let out_file = file.try_clone()?;
     let mut sink: Box<dyn pipeline::Sink> = match a.format {
-        ImageFormat::Raw => Box::new(raw::RawFile::new(file, src.size)),
-        ImageFormat::Qcow2 => Box::new(qcow2::Qcow2File::new(file, src.size, a.compress)?),
+        ImageFormat::Raw => Box::new(raw::RawFile::new(
+            file,
+            src.size,
+            output.device_size().is_some(),
+        )),
+        ImageFormat::Qcow2 => Box::new(
+            qcow2::Qcow2File::new(file, src.size, a.compress)?
+                .in_place(output.device_size().is_some()),
+        ),
     };
-    let totals = copy.pass(sink.as_mut(), &mut prog, content)?;
+    let totals = copy
+        .pass(sink.as_mut(), &mut prog, content)
+        .map_err(|e| output.explain(e))?;
     let written = sink.written();
     drop(sink);
     let file = out_file;
     drop(guard);
     let hash_file = a.digest == Digest::Output && a.format == ImageFormat::Qcow2;
-    let file_sha = sync_and_hash(&file, hash_file)?;
+    let in_place = output.device_size().is_some();
+    let file_sha = sync_and_hash(&file, hash_file, in_place.then_some(written))?;
     let sha256 = match a.digest {
         Digest::Output if hash_file => file_sha.clone().unwrap_or_default(),
         Digest::None => String::new(),
@@ -496,22 +517,22 @@ pub fn export_file(root: &Path, a: &ExportOptions) -> Result<ExportSummary> {
             &summary,
             &totals.sha256,
             file_sha.as_deref(),
+            in_place.then_some(written),
         )?;
     }
-    std::fs::rename(&tmp_path, &out).with_context(|| format!("renaming to {}", out.display()))?;
-    tmp.0 = None;
-    freeze::set_temp(None);
+    output.commit()?;
     Ok(summary)
 }
 
 /// fsync `file`; with `hash`, meanwhile hash its bytes (read back from the page cache while the kernel
 /// writes them out: the digest costs no time beyond the sync when the disk is the slower of the two).
-fn sync_and_hash(file: &std::fs::File, hash: bool) -> Result<Option<String>> {
+/// `len`: the bytes of the image on a block device (which is larger).
+fn sync_and_hash(file: &std::fs::File, hash: bool, len: Option<u64>) -> Result<Option<String>> {
     std::thread::scope(|s| {
         let hasher = hash.then(|| {
             s.spawn(|| {
                 let t = std::time::Instant::now();
-                let r = file_sha256(file);
+                let r = file_sha256(file, len);
                 log::debug!(
                     "export: output hashed in {:.2} s",
                     t.elapsed().as_secs_f64()
@@ -538,19 +559,21 @@ fn sync_and_hash(file: &std::fs::File, hash: bool) -> Result<Option<String>> {
 /// `--verify`: read the fsynced output back from the disk (its pages are dropped from the page cache
 /// first) through an independent reader, and compare its guest content with the digest of what was read
 /// from the source (`content`), and its bytes with the output digest (`file_sha`, when computed).
+/// `len`: on a block device, the bytes of the qcow2 image (a raw image is the disk's size).
 fn verify(
     file: &std::fs::File,
     format: ImageFormat,
     s: &ExportSummary,
     content: &str,
     file_sha: Option<&str>,
+    len: Option<u64>,
 ) -> Result<()> {
     use std::os::fd::AsRawFd;
     // SAFETY: plain advice on an open descriptor; the pages are clean after the fsync.
     unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
     let (vsize, sha) = match format {
         // A raw file's bytes are its guest content: one read checks both digests.
-        ImageFormat::Raw => raw_hash(file)?,
+        ImageFormat::Raw => raw_hash(file, len.map(|_| s.virtual_size))?,
         ImageFormat::Qcow2 => qcow2::guest_hash(file)?,
     };
     if vsize != s.virtual_size || sha != content {
@@ -560,7 +583,7 @@ fn verify(
         );
     }
     if let Some(want) = file_sha {
-        let got = file_sha256(file)?;
+        let got = file_sha256(file, len)?;
         if got != want {
             bail!("verification failed: the output file reads back with sha256 {got}, but {want} was written");
         }
@@ -569,15 +592,19 @@ fn verify(
     Ok(())
 }
 
-/// SHA-256 of a whole file, as `sha256sum` computes it (holes read as zeros).
-pub fn file_sha256(f: &std::fs::File) -> Result<String> {
-    Ok(raw_hash(f)?.1)
+/// SHA-256 of a whole file, as `sha256sum` computes it (holes read as zeros), or of its first `len` bytes.
+pub fn file_sha256(f: &std::fs::File, len: Option<u64>) -> Result<String> {
+    Ok(raw_hash(f, len)?.1)
 }
 
-fn raw_hash(f: &std::fs::File) -> Result<(u64, String)> {
+/// SHA-256 of the first `len` bytes of `f` (default: all of a regular file).
+fn raw_hash(f: &std::fs::File, len: Option<u64>) -> Result<(u64, String)> {
     use sha2::Digest;
     use std::os::unix::fs::FileExt;
-    let size = f.metadata()?.len();
+    let size = match len {
+        Some(n) => n,
+        None => f.metadata()?.len(),
+    };
     let mut h = sha2::Sha256::new();
     let mut buf = vec![0u8; 4 * pipeline::CHUNK];
     let mut off = 0u64;
@@ -662,7 +689,7 @@ mod tests {
         let mut want = vec![0u8; 9 << 20];
         want[5 << 20..(5 << 20) + 4].copy_from_slice(b"data");
         assert_eq!(
-            file_sha256(&f).unwrap(),
+            file_sha256(&f, None).unwrap(),
             hex::encode(sha2::Sha256::digest(&want))
         );
     }

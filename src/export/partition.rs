@@ -132,7 +132,16 @@ fn parse_gpt(
     let entries_lba = le64(&h, 72);
     let n = le32(&h, 80) as u64;
     let esize = le32(&h, 84) as u64;
-    if !(128..=4096).contains(&esize) || n > 65536 || (entries_lba + 1) * SECTOR > disk_size {
+    // Checked: the entry array must lie on the disk, and is at most 4 MiB (128 entries of 128 bytes is
+    // the norm).
+    let array_end = entries_lba
+        .checked_mul(SECTOR)
+        .and_then(|o| o.checked_add(n * esize));
+    if !(128..=4096).contains(&esize)
+        || n > 65536
+        || n * esize > 4 << 20
+        || array_end.is_none_or(|e| e > disk_size)
+    {
         bail!("GPT header has implausible entries (lba {entries_lba}, {n} x {esize} bytes)");
     }
     let buf = read(entries_lba * SECTOR, (n * esize) as usize)?;
@@ -147,10 +156,22 @@ fn parse_gpt(
         if last < first {
             continue;
         }
+        // An entry whose byte range does not fit in 64 bits is no partition of this disk.
+        let (Some(start), Some(len)) = (
+            first.checked_mul(SECTOR),
+            (last - first)
+                .checked_add(1)
+                .and_then(|c| c.checked_mul(SECTOR)),
+        ) else {
+            continue;
+        };
+        if start.checked_add(len).is_none() {
+            continue;
+        }
         parts.push(Partition {
             number: i as u32 + 1,
-            start: first * SECTOR,
-            len: (last - first + 1) * SECTOR,
+            start,
+            len,
             ptype: guid(&e[0..16]),
         });
     }
@@ -177,6 +198,45 @@ mod tests {
     fn parse_vec(d: &[u8]) -> Table {
         let mut r = |o: u64, l: usize| Ok(d[o as usize..o as usize + l].to_vec());
         parse(d.len() as u64, &mut r).unwrap()
+    }
+
+    #[test]
+    fn crafted_gpt_values_do_not_overflow() {
+        let mut d = vec![0u8; 1 << 20];
+        put_entry(&mut d, 0, 0, 0xee, 1, 2047);
+        d[512..520].copy_from_slice(b"EFI PART");
+        let set_hdr = |d: &mut Vec<u8>, lba: u64, n: u32, esize: u32| {
+            d[512 + 72..512 + 80].copy_from_slice(&lba.to_le_bytes());
+            d[512 + 80..512 + 84].copy_from_slice(&n.to_le_bytes());
+            d[512 + 84..512 + 88].copy_from_slice(&esize.to_le_bytes());
+        };
+        let r = |d: &[u8]| {
+            let mut rd = |o: u64, l: usize| {
+                anyhow::ensure!(o as usize + l <= d.len(), "read past the end");
+                Ok(d[o as usize..o as usize + l].to_vec())
+            };
+            parse(d.len() as u64, &mut rd)
+        };
+        // The entry array's LBA near 2^64: (lba + 1) * 512 would wrap to a small number.
+        set_hdr(&mut d, u64::MAX / 512 + 2, 128, 128);
+        assert!(r(&d).is_err());
+        // 65536 entries of 4 KiB: 256 MiB to allocate.
+        set_hdr(&mut d, 2, 65536, 4096);
+        assert!(r(&d).is_err());
+        // Entries whose sectors do not fit in 64-bit bytes are no partitions; a sane one is kept.
+        set_hdr(&mut d, 2, 4, 128);
+        let e = |d: &mut Vec<u8>, i: usize, first: u64, last: u64| {
+            let o = 1024 + i * 128;
+            d[o] = 0xaf;
+            d[o + 32..o + 40].copy_from_slice(&first.to_le_bytes());
+            d[o + 40..o + 48].copy_from_slice(&last.to_le_bytes());
+        };
+        e(&mut d, 0, u64::MAX / 256, u64::MAX / 256 + 10);
+        e(&mut d, 1, 0, u64::MAX);
+        e(&mut d, 2, 34, 1000);
+        let t = r(&d).unwrap();
+        assert_eq!(t.partitions().len(), 1, "{t:?}");
+        assert_eq!(t.partitions()[0].start, 34 * 512);
     }
 
     #[test]

@@ -104,9 +104,21 @@ pub struct Qcow2File {
     pack: Option<u64>,
     written: u64,
     guest_cluster: u64,
+    /// Written in place on a block device: bytes never written are not zeros (see [`Qcow2File::in_place`]).
+    in_place: bool,
 }
 
+/// Zeros to pad a compressed run to its sector end on a block device.
+static PAD: [u8; 512] = [0; 512];
+
 impl Qcow2File {
+    /// For a block device: the sector tail after each compressed run is zeroed (QEMU reads whole
+    /// sectors of a compressed cluster, and a file's unwritten bytes are zeros, a device's are stale).
+    pub fn in_place(mut self, yes: bool) -> Self {
+        self.in_place = yes;
+        self
+    }
+
     pub fn new(file: File, vsize: u64, comp: Compression) -> Result<Qcow2File> {
         let l1n = l1_entries(vsize);
         let l1c = clusters_for(l1n * 8);
@@ -133,6 +145,7 @@ impl Qcow2File {
             pack: None,
             written: 0,
             guest_cluster: 0,
+            in_place: false,
         })
     }
 
@@ -258,6 +271,11 @@ impl Sink for Qcow2File {
                     let off = self.place(v.len() as u64)?;
                     pieces.push((off, v));
                     *self.entry(k)? = compressed_entry(off, v.len() as u64);
+                    let end = off + v.len() as u64;
+                    if self.in_place && end % 512 != 0 {
+                        // Overwritten by the next packed run when it follows (written later).
+                        pieces.push((end, &PAD[..(512 - end % 512) as usize]));
+                    }
                 }
             }
         }
@@ -301,7 +319,7 @@ impl Sink for Qcow2File {
                 0,
             )
             .context("writing the qcow2 header")?;
-        self.file.set_len(self.next_free * C)?;
+        super::output::set_len(&self.file, self.next_free * C)?;
         self.written = self.next_free * C;
         Ok(())
     }

@@ -7,17 +7,20 @@ use std::io::Write;
 use std::os::unix::fs::FileExt;
 
 /// Sparse raw file: non-zero runs are written at their offset, zeros are skipped, `set_len` at the end.
+/// On a block device (`in_place`) zero runs are zeroed, since the device keeps its old content.
 pub struct RawFile {
     pub file: File,
     pub size: u64,
+    in_place: bool,
     written: u64,
 }
 
 impl RawFile {
-    pub fn new(file: File, size: u64) -> RawFile {
+    pub fn new(file: File, size: u64, in_place: bool) -> RawFile {
         RawFile {
             file,
             size,
+            in_place,
             written: 0,
         }
     }
@@ -30,7 +33,15 @@ impl Sink for RawFile {
         let n = e.zero4k.len();
         while i < n {
             if e.zero4k[i] {
-                i += 1;
+                let s = i;
+                while i < n && e.zero4k[i] {
+                    i += 1;
+                }
+                if self.in_place {
+                    let from = (s * BLOCK) as u64;
+                    let to = ((i * BLOCK).min(c.len)) as u64;
+                    super::output::zero_range(&self.file, c.offset + from, to - from)?;
+                }
                 continue;
             }
             let s = i;
@@ -48,10 +59,7 @@ impl Sink for RawFile {
     }
 
     fn finish(&mut self) -> Result<()> {
-        self.file
-            .set_len(self.size)
-            .context("setting the raw image size")?;
-        Ok(())
+        super::output::set_len(&self.file, self.size).context("setting the raw image size")
     }
 
     fn written(&self) -> u64 {

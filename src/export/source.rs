@@ -100,14 +100,23 @@ pub fn devnum_name(dev: (u32, u32)) -> Option<String> {
 /// (recursively), or the device itself.
 pub fn whole_disks(name: &str) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
-    walk(name, &mut out, 0);
+    walk(name, &mut out, &mut BTreeSet::new(), 0);
     out
 }
 
-fn walk(name: &str, out: &mut BTreeSet<String>, depth: u32) {
+/// Every block device `name` is built on: itself, its whole disk, the slaves of dm/md devices and their
+/// disks (recursively).
+pub fn lineage(name: &str) -> BTreeSet<String> {
+    let mut all = BTreeSet::new();
+    walk(name, &mut BTreeSet::new(), &mut all, 0);
+    all
+}
+
+fn walk(name: &str, out: &mut BTreeSet<String>, all: &mut BTreeSet<String>, depth: u32) {
     if depth > 16 {
         return;
     }
+    all.insert(name.to_string());
     let p = sys_block().join("class/block").join(name);
     if p.join("partition").exists() {
         if let Some(parent) = std::fs::canonicalize(&p)
@@ -115,7 +124,7 @@ fn walk(name: &str, out: &mut BTreeSet<String>, depth: u32) {
             .and_then(|c| c.parent().map(|x| x.to_path_buf()))
         {
             if let Some(n) = parent.file_name() {
-                walk(&n.to_string_lossy(), out, depth + 1);
+                walk(&n.to_string_lossy(), out, all, depth + 1);
                 return;
             }
         }
@@ -132,7 +141,7 @@ fn walk(name: &str, out: &mut BTreeSet<String>, depth: u32) {
         out.insert(name.to_string());
     } else {
         for s in slaves {
-            walk(&s, out, depth + 1);
+            walk(&s, out, all, depth + 1);
         }
     }
 }
@@ -143,17 +152,7 @@ pub fn auto_disk(root: &Path) -> Result<PathBuf> {
         std::fs::canonicalize(root).with_context(|| format!("resolving {}", root.display()))?;
     let ms = mounts()?;
     let m = mount_of(&ms, &root).with_context(|| format!("no mount holds {}", root.display()))?;
-    let mut name = devnum_name(m.devnum);
-    if name.is_none() {
-        // btrfs and friends report an anonymous device number: use the mount source's device.
-        if let Ok(md) = std::fs::metadata(&m.source) {
-            if md.file_type().is_block_device() {
-                let r = md.rdev();
-                name = devnum_name((libc::major(r), libc::minor(r)));
-            }
-        }
-    }
-    let name = name.with_context(|| {
+    let name = mount_device(m).with_context(|| {
         format!(
             "{} is on {} ({}), which is not a block device",
             root.display(),
@@ -171,6 +170,45 @@ pub fn auto_disk(root: &Path) -> Result<PathBuf> {
             disks.into_iter().collect::<Vec<_>>().join(", ")
         ),
     }
+}
+
+/// Kernel name of the block device a mount lives on. btrfs (and other filesystems that report an
+/// anonymous `0:NN` device number) are mapped through the mount source's device node.
+pub fn mount_device(m: &Mount) -> Option<String> {
+    devnum_name(m.devnum).or_else(|| source_device(&m.source))
+}
+
+/// Kernel name of the block device at `path` (a mount source such as `/dev/loop0p2`).
+fn source_device(path: &str) -> Option<String> {
+    if !path.starts_with('/') {
+        return None;
+    }
+    let md = std::fs::metadata(path).ok()?;
+    if !md.file_type().is_block_device() {
+        return None;
+    }
+    let r = md.rdev();
+    devnum_name((libc::major(r), libc::minor(r)))
+}
+
+/// Kernel name of the block device holding the filesystem at `dir`. The device number of a file is not
+/// always the mount's (a btrfs subvolume has its own anonymous one, different from mountinfo's): without
+/// a block device behind it, the mount holding the path decides, mapped through its source.
+pub fn dir_device(dir: &Path) -> Result<Option<String>> {
+    let md =
+        std::fs::metadata(dir).with_context(|| format!("output directory {}", dir.display()))?;
+    let d = md.dev();
+    if let Some(n) = devnum_name((libc::major(d), libc::minor(d))) {
+        return Ok(Some(n));
+    }
+    Ok(mount_holding(dir)?.as_ref().and_then(mount_device))
+}
+
+/// The mount holding `path` (resolved; the longest mount point that is a prefix of it).
+pub fn mount_holding(path: &Path) -> Result<Option<Mount>> {
+    let p = std::fs::canonicalize(path).with_context(|| format!("resolving {}", path.display()))?;
+    let ms = mounts()?;
+    Ok(mount_of(&ms, &p).cloned())
 }
 
 /// An opened source: a block device or an image file.
@@ -262,7 +300,7 @@ impl Source {
         let mut seen = BTreeSet::new();
         let mut v = Vec::new();
         for m in mounts()? {
-            let Some(n) = devnum_name(m.devnum) else {
+            let Some(n) = mount_device(&m) else {
                 continue;
             };
             if whole_disks(&n).contains(disk) && seen.insert(m.mount_point.clone()) {
@@ -278,8 +316,6 @@ impl Source {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        let md = std::fs::metadata(&dir)
-            .with_context(|| format!("output directory {}", dir.display()))?;
         let smd = self.file.metadata()?;
         if let Ok(o) = std::fs::metadata(out) {
             if o.dev() == smd.dev() && o.ino() == smd.ino() {
@@ -289,9 +325,9 @@ impl Source {
                 );
             }
         }
+        let dir_dev = dir_device(&dir)?;
         if let Some(disk) = &self.disk_name {
-            let d = md.dev();
-            if let Some(n) = devnum_name((libc::major(d), libc::minor(d))) {
+            if let Some(n) = dir_dev {
                 if whole_disks(&n).contains(disk) {
                     bail!(
                         "refusing to write {} onto the disk being exported ({}): choose an output on another disk",

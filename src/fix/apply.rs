@@ -582,8 +582,8 @@ impl Run<'_> {
             format!("files/esp-{idx}.old"),
             format!("files/esp-{idx}.new"),
         );
-        self.write_backup_file(&rel_old, &old)?;
-        self.write_backup_file(&rel_new, &new)?;
+        self.write_backup_file(&rel_old, &old, 0o600)?;
+        self.write_backup_file(&rel_new, &new, 0o600)?;
         self.journal.append(&Entry::EspWrite {
             device: device.to_string(),
             areas: areas.clone(),

@@ -250,7 +250,7 @@ pub fn mounted_at(device: &str) -> Result<Option<String>> {
 
 /// Roll back one journaled [`super::journal::Entry::EspWrite`]: `Ok(Some(why))` when the device is
 /// left alone on purpose.
-pub fn restore(run_dir: &std::path::Path, e: &super::journal::Entry) -> Result<Option<String>> {
+pub fn restore(run: &super::atomic::Dir, e: &super::journal::Entry) -> Result<Option<String>> {
     let super::journal::Entry::EspWrite {
         device,
         areas,
@@ -262,11 +262,27 @@ pub fn restore(run_dir: &std::path::Path, e: &super::journal::Entry) -> Result<O
     else {
         return Ok(None);
     };
+    // Saved copies only from the run's own files/ (`esp-N.old`/`esp-N.new`), never a path the journal names.
     let load = |rel: &str, sum: &str| -> Result<Vec<u8>> {
-        let p = run_dir.join(rel);
-        let b = std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
+        let name = rel
+            .strip_prefix("files/esp-")
+            .and_then(|n| n.strip_suffix(".old").or_else(|| n.strip_suffix(".new")))
+            .filter(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+            .map(|_| &rel["files/".len()..])
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "the journal names the saved copy {rel:?}: not one cloudprep writes"
+                )
+            })?;
+        let b = match run.open_sub("files")?.read(name)? {
+            super::atomic::Existing::File { bytes, .. } => bytes,
+            _ => bail!(
+                "the saved copy {}/{rel} is missing or not a regular file",
+                run.guest
+            ),
+        };
         if super::atomic::sha256(&b) != sum {
-            bail!("the saved copy {} is damaged", p.display());
+            bail!("the saved copy {}/{rel} is damaged", run.guest);
         }
         Ok(b)
     };

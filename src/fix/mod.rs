@@ -196,6 +196,43 @@ pub fn list_runs(root: &Root) -> Result<Vec<RunInfo>> {
 // Commands
 
 /// The plan as text: the unified diffs exactly, then the commands.
+/// The plan as JSON (`fix --dry-run --format json`, docs/fix-plan.schema.json): `changes` (would `fix`
+/// change anything), `files` (each with its action, unified diff, the findings it fixes, and `error` when
+/// the change cannot be made) and `commands` (argv, phase, reason, stdin when fed).
+pub fn plan_json(plan: &Plan) -> serde_json::Value {
+    let files: Vec<serde_json::Value> = plan
+        .files
+        .iter()
+        .filter(|f| !f.diff.is_empty() || f.error.is_some())
+        .map(|f| {
+            serde_json::json!({
+                "path": f.path,
+                "action": f.action,
+                "diff": f.diff,
+                "findings": f.findings,
+                "error": f.error,
+            })
+        })
+        .collect();
+    let commands: Vec<serde_json::Value> = plan
+        .commands
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "argv": c.argv,
+                "phase": c.phase,
+                "reason": c.reason,
+                "stdin": c.stdin,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "changes": !plan.is_empty(),
+        "files": files,
+        "commands": commands,
+    })
+}
+
 pub fn render_plan(plan: &Plan) -> String {
     let mut s = String::new();
     for f in &plan.files {
@@ -326,12 +363,60 @@ pub struct FixOptions {
 
 /// The `fix` command: recover interrupted runs, audit, show the plan, ask (on a terminal, without `yes`),
 /// apply, audit again. Returns the exit code.
+/// The filesystems of the guest's fstab that a fix touches and that are not mounted under an offline root.
+fn offline_unmounted(root: &Root) -> Result<Vec<crate::checks::storage::Unmounted>> {
+    if root.is_live() {
+        return Ok(Vec::new());
+    }
+    let mounts = crate::guest::facts::read_mounts(root)?;
+    crate::checks::storage::offline_unmounted(root, &mounts)
+}
+
+/// Refuse to change an offline root when a filesystem the change touches is not mounted under it: /var
+/// always (the journal and backups), any of them when the plan runs commands (they write /boot, /usr and
+/// /var), and the filesystem of every file the plan edits. Without a plan (before the audit): /var only.
+fn refuse_unmounted(
+    root: &Root,
+    missing: &[crate::checks::storage::Unmounted],
+    plan: Option<&audit::Plan>,
+) -> Result<()> {
+    let touches = |mp: &str| {
+        mp == "/var"
+            || plan.is_some_and(|p| {
+                !p.commands.is_empty()
+                    || p.files
+                        .iter()
+                        .any(|f| f.path == mp || f.path.starts_with(&format!("{mp}/")))
+            })
+    };
+    if let Some(u) = missing.iter().find(|u| touches(&u.mountpoint)) {
+        bail!(
+            "refusing to fix {}: the guest's /etc/fstab (line {}) mounts {} on {}, but nothing is mounted at {}; \
+             mount it there (and every other filesystem the guest mounts) and run cloudprep again",
+            root.base().display(),
+            u.line,
+            u.spec,
+            u.mountpoint,
+            root.display(&u.mountpoint)
+        );
+    }
+    Ok(())
+}
+
 pub fn run(target: &Target, a: &FixOptions) -> Result<i32> {
-    // An unreadable root or config is an error of the command: exit 3, reported once by cli::main.
+    // A wrong selection, an unreadable root or config is an error of the command: exit 3, reported once by
+    // cli::main.
+    a.select.validate()?;
     let (root, config) = target.open()?;
     let sel = a.select.clone();
     let interactive = !a.yes && std::io::stdin().is_terminal();
     let may_change = !a.dry_run && (a.yes || interactive);
+    // An offline root with a guest filesystem left unmounted: the journal (/var) and the plan would land
+    // in the empty mount-point directory on the root filesystem.
+    let unmounted = offline_unmounted(&root)?;
+    if may_change {
+        refuse_unmounted(&root, &unmounted, None)?;
+    }
     if may_change {
         // An interrupted run is rolled back before anything else (and before the audit looks).
         for r in recover(&root)? {
@@ -351,6 +436,16 @@ pub fn run(target: &Target, a: &FixOptions) -> Result<i32> {
     }
     let before = audit::run(&root, &config, &sel);
     let plan = &before.plan;
+    if may_change {
+        refuse_unmounted(&root, &unmounted, Some(plan))?;
+    }
+    if a.dry_run && a.format == Format::Json {
+        crate::report::emit(
+            None,
+            &(serde_json::to_string_pretty(&plan_json(plan))? + "\n"),
+        )?;
+        return Ok(before.exit_code());
+    }
     if plan.is_empty() {
         let msg = "nothing to do: no planned change";
         match a.format {

@@ -164,6 +164,19 @@ fn root_disk(root: &Root) -> Result<(String, String)> {
     use std::os::unix::fs::MetadataExt;
     let m = std::fs::metadata(root.base())
         .with_context(|| format!("inspecting {}", root.base().display()))?;
+    // A root that is a plain directory (a copied tree) has no disk of its own: its st_dev is the host's.
+    let base = root.base();
+    if base != std::path::Path::new("/") {
+        let parent = base.join("..");
+        let pm = std::fs::metadata(&parent)
+            .with_context(|| format!("inspecting {}", parent.display()))?;
+        if pm.dev() == m.dev() {
+            bail!(
+                "the root {} is not a mount point: it has no disk of its own to write to",
+                base.display()
+            );
+        }
+    }
     let id = format!("{}:{}", libc::major(m.dev()), libc::minor(m.dev()));
     let disks = crate::lifecycle::disks_of_dev(std::path::Path::new("/sys"), &id)
         .with_context(|| format!("finding the disk of {} ({id})", root.base().display()))?;
@@ -517,6 +530,27 @@ pub(super) fn rollback_dir(
     // written by the FAT writer, when they still hold what the run wrote.
     for e in entries.iter().rev() {
         if let Entry::EspWrite { device, .. } = e {
+            // The journal is guest data: only a partition (or the whole) of the disk holding the root.
+            let on_root_disk = root_disk(root).and_then(|(disk, _)| {
+                use std::os::unix::fs::{FileTypeExt, MetadataExt};
+                let m =
+                    std::fs::metadata(device).with_context(|| format!("inspecting {device}"))?;
+                if !m.file_type().is_block_device() {
+                    bail!("{device} is not a block device");
+                }
+                let id = format!("{}:{}", libc::major(m.rdev()), libc::minor(m.rdev()));
+                let disks = crate::lifecycle::disks_of_dev(std::path::Path::new("/sys"), &id)?;
+                if disks != [disk.clone()] {
+                    bail!("{device} is not on the disk that holds the guest's root ({disk})");
+                }
+                Ok(())
+            });
+            if let Err(err) = on_root_disk {
+                rep.errors.push(format!(
+                    "the EFI system partition range on {device} is not written back: {err:#}"
+                ));
+                continue;
+            }
             match esp::restore(dir, e) {
                 Ok(None) => rep
                     .restored

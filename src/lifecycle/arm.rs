@@ -14,10 +14,8 @@ pub fn arm(target: &Target, a: &ArmOptions) -> Result<i32> {
     let (root, config) = target.open()?;
     let state = ArmState {
         armed_at: now(),
-        export_output: a.export.clone(),
-        export_format: a
-            .format
-            .map(|f| f.to_possible_value().unwrap().get_name().to_string()),
+        export_output: a.export.as_deref().map(absolute_export).transpose()?,
+        export_format: a.format,
     };
     // Refuse a configuration premigrate could not carry out, now rather than during the shutdown.
     let export = state.export_config(&config.export);
@@ -29,7 +27,7 @@ pub fn arm(target: &Target, a: &ArmOptions) -> Result<i32> {
     }
     if let Some(ea) = &args {
         if root.is_live() {
-            check_export_target(&ea.output)?;
+            check_export_target(&ea.output, ea.format)?;
         }
     }
     installed_unit(&root, PREMIGRATE_UNIT).ok_or_else(|| {
@@ -113,41 +111,32 @@ pub fn disarm_premigrate(root: &Root) -> Result<bool> {
     Ok(was)
 }
 
-/// An export target must not live on the disk being exported (with a read-only root it could not even be
-/// written).
-fn check_export_target(output: &str) -> Result<()> {
+/// The unit runs with `/` as its working directory: a relative `--export` is made absolute now, against
+/// the directory `arm` runs in.
+fn absolute_export(output: &str) -> Result<String> {
+    if output.trim().is_empty() {
+        bail!("--export needs a file or a device");
+    }
+    let p = Path::new(output);
+    if p.is_absolute() || output == "-" {
+        return Ok(output.to_string());
+    }
+    let cwd = std::env::current_dir().context("finding the current directory for --export")?;
+    cwd.join(p)
+        .to_str()
+        .map(str::to_string)
+        .context("--export: the absolute path is not UTF-8")
+}
+
+/// The export target must be usable by the export at power-off: not standard output, not on the disk
+/// being exported, not a mounted or too small device (the export's own checks, see
+/// [`crate::export::output::check`]).
+fn check_export_target(output: &str, format: ImageFormat) -> Result<()> {
     if output == "-" {
         bail!("the pre-migration export needs a file or a device, not standard output");
     }
-    let p = Path::new(output);
-    let source = boot_disks_live("/").unwrap_or_default();
-    let meta = std::fs::metadata(p);
-    match meta {
-        Ok(m) if std::os::unix::fs::FileTypeExt::is_block_device(&m.file_type()) => {
-            let rdev = std::os::unix::fs::MetadataExt::rdev(&m);
-            let id = format!("{}:{}", libc::major(rdev), libc::minor(rdev));
-            let disks = disks_of_dev(Path::new("/sys"), &id).unwrap_or_default();
-            if disks.iter().any(|d| source.contains(d)) {
-                bail!("export target {output} is on the disk being exported ({source:?})");
-            }
-        }
-        _ => {
-            let dir = p
-                .parent()
-                .filter(|d| !d.as_os_str().is_empty())
-                .unwrap_or(Path::new("."));
-            let dm = std::fs::metadata(dir)
-                .with_context(|| format!("export target directory {}", dir.display()))?;
-            let dev = std::os::unix::fs::MetadataExt::dev(&dm);
-            let id = format!("{}:{}", libc::major(dev), libc::minor(dev));
-            let disks = disks_of_dev(Path::new("/sys"), &id).unwrap_or_default();
-            if disks.iter().any(|d| source.contains(d)) {
-                bail!(
-                    "export target {output} is on the disk being exported ({}): use another disk",
-                    source.join(", ")
-                );
-            }
-        }
-    }
-    Ok(())
+    let src = crate::export::source::open("auto", Path::new("/"))
+        .context("finding the disk the pre-migration export will read")?;
+    crate::export::output::check(Path::new(output), &src, format)
+        .with_context(|| format!("export target {output}"))
 }

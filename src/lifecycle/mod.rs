@@ -17,13 +17,12 @@
 use crate::audit::{self, Selection};
 use crate::config::{Config, ExportConfig};
 use crate::exit::{EXIT_FAILURE, EXIT_OK};
-use crate::export::{Compression, Consistency, Digest, ExportOptions, ImageFormat};
+use crate::export::{Compression, Digest, ExportOptions, ImageFormat};
 use crate::fix::FixOptions;
 use crate::guest::root::Root;
 use crate::guest::Target;
 use crate::report::Format;
 use anyhow::{anyhow, bail, Context, Result};
-use clap::ValueEnum;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -81,7 +80,7 @@ pub struct ArmState {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub export_output: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub export_format: Option<String>,
+    pub export_format: Option<ImageFormat>,
 }
 
 impl ArmState {
@@ -104,8 +103,8 @@ impl ArmState {
             e.enabled = true;
             e.output = o.clone();
         }
-        if let Some(f) = &self.export_format {
-            e.format = f.clone();
+        if let Some(f) = self.export_format {
+            e.format = f;
         }
         e
     }
@@ -119,31 +118,17 @@ pub fn export_args(e: &ExportConfig) -> Result<Option<ExportOptions>> {
     if e.output.trim().is_empty() {
         bail!("[export] enabled = true but output is empty");
     }
-    let format = ImageFormat::from_str(&e.format, true)
-        .map_err(|_| anyhow!("[export] format {:?}: expected raw or qcow2", e.format))?;
-    let compress = Compression::from_str(&e.compress, true).map_err(|_| {
-        anyhow!(
-            "[export] compress {:?}: expected none, zlib or zstd",
-            e.compress
-        )
-    })?;
-    if format == ImageFormat::Raw && compress != Compression::None {
+    if e.format == ImageFormat::Raw && e.compress != Compression::None {
         bail!(
-            "[export] compress = {:?} needs format = \"qcow2\"",
+            "[export] compress = \"{}\" needs format = \"qcow2\"",
             e.compress
         );
     }
-    let consistency = Consistency::from_str(&e.consistency, true).map_err(|_| {
-        anyhow!(
-            "[export] consistency {:?}: expected readonly, freeze or none",
-            e.consistency
-        )
-    })?;
     Ok(Some(ExportOptions {
         source: "auto".into(),
-        format,
-        compress,
-        consistency: Some(consistency),
+        format: e.format,
+        compress: e.compress,
+        consistency: Some(e.consistency),
         threads: None,
         verify: false,
         no_fs_skip: false,
@@ -325,13 +310,14 @@ pub const TIMEOUT_DROPIN_TEXT: &str = "# Written by `cloudprep arm`, removed by 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::export::Consistency;
 
     #[test]
     fn arm_state_round_trip_and_overlay() {
         let s = ArmState {
             armed_at: 5,
             export_output: Some("/mnt/big/vm.qcow2".into()),
-            export_format: Some("qcow2".into()),
+            export_format: Some(ImageFormat::Qcow2),
         };
         let text = s.render().unwrap();
         assert!(text.starts_with("# Written by"));
@@ -359,18 +345,23 @@ mod tests {
         };
         assert!(format!("{:#}", export_args(&e).unwrap_err()).contains("output is empty"));
         e.output = "/dev/sdb".into();
-        e.format = "vmdk".into();
-        assert!(format!("{:#}", export_args(&e).unwrap_err()).contains("vmdk"));
-        e.format = "raw".into();
-        e.compress = "zstd".into();
+        e.compress = Compression::Zstd;
         assert!(format!("{:#}", export_args(&e).unwrap_err()).contains("qcow2"));
-        e.format = "QCOW2".into();
-        e.consistency = "freeze".into();
+        e.format = ImageFormat::Qcow2;
+        e.consistency = Consistency::Freeze;
         let a = export_args(&e).unwrap().unwrap();
         assert_eq!(a.compress, Compression::Zstd);
         assert_eq!(a.consistency, Some(Consistency::Freeze));
-        e.consistency = "snapshot".into();
-        assert!(export_args(&e).is_err());
+        // Values that are not one of the choices are refused when the configuration is read.
+        let bad = crate::config::Config::parse("[export]\nformat = \"vmdk\"\n").unwrap_err();
+        assert!(format!("{bad:#}").contains("vmdk"));
+        // The marker of an older arm (format as a string) still parses.
+        let s = ArmState::parse(
+            "armed_at = 1\nexport_output = \"/dev/vdb\"\nexport_format = \"qcow2\"\n",
+        )
+        .unwrap();
+        assert_eq!(s.export_format, Some(ImageFormat::Qcow2));
+        assert!(ArmState::parse("armed_at = 1\nexport_format = \"vmdk\"\n").is_err());
     }
 
     #[test]

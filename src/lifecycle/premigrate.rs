@@ -90,7 +90,15 @@ fn write_sidecar(path: &Path, text: &str) -> Result<()> {
 /// After a finished export: `IMAGE.sha256` beside the image (`sha256sum -c` reads it), and the summary
 /// again with the export's result. Failures are reported, not fatal: the image is complete.
 fn record_export(root: &Root, summary: &mut PremigrateSummary, s: &crate::export::ExportSummary) {
-    if !s.sha256.is_empty() {
+    let on_device = std::fs::metadata(&s.output)
+        .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_block_device(&m.file_type()));
+    if on_device {
+        // No file beside a device: it would land in /dev (RAM). The summary keeps the digest.
+        println!(
+            "cloudprep premigrate: {} is a device: its digest is in {}",
+            s.output, PREMIGRATE_SUMMARY
+        );
+    } else if !s.sha256.is_empty() {
         let path = Path::new(&s.output);
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
         let side = PathBuf::from(format!("{}.sha256", s.output));

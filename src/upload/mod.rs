@@ -339,9 +339,13 @@ fn human(n: u64) -> String {
 }
 
 fn upload(root_dir: &std::path::Path, a: &UploadOptions) -> Result<i32> {
+    if a.file.is_none() {
+        // Before any thread exists: a signal during a frozen export reaches the thread that thaws.
+        crate::export::freeze::install_handlers();
+    }
     let src = match &a.file {
         Some(f) => Source::file(f, a.format)?,
-        None => Source::export(a),
+        None => Source::export(root_dir, a),
     };
     let creds = Credentials::from_env(&|k| std::env::var(k).ok())?;
     log::debug!("credentials: {creds:?}");

@@ -286,9 +286,11 @@ impl Source {
         })
     }
 
-    pub fn export(a: &UploadOptions) -> Source {
+    /// An export of the disk of the guest under `root` (`auto`), or of `a.source`.
+    pub fn export(root: &Path, a: &UploadOptions) -> Source {
         Source::Export {
             opts: StreamOptions {
+                root: root.to_path_buf(),
                 source: a.source.clone(),
                 format: a.format,
                 compress: crate::export::Compression::None,

@@ -36,6 +36,14 @@ pub fn checks() -> Vec<Check> {
             check_lvm
         ),
         check!(
+            "storage.offline-mounts",
+            "a filesystem the guest's fstab mounts is not mounted under --root",
+            Storage,
+            Blocker,
+            false,
+            check_offline_mounts
+        ),
+        check!(
             "storage.multiple-disks",
             "the guest uses more than one disk",
             Storage,
@@ -142,6 +150,91 @@ fn is_device_spec(s: &str) -> bool {
 
 fn is_pseudo(e: &Entry) -> bool {
     PSEUDO_FS.contains(&e.fstype()) || e.has_option("bind") || e.has_option("rbind")
+}
+
+/// Mount points of the guest's fstab that a fix reads or writes (kernel and initramfs, the journal and
+/// backups under /var/lib/cloudprep, packages).
+pub const FIX_MOUNTS: &[&str] = &["/boot", "/boot/efi", "/var", "/usr"];
+
+/// An fstab entry for one of [`FIX_MOUNTS`] with nothing mounted there under an offline `--root`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unmounted {
+    pub mountpoint: String,
+    pub spec: String,
+    pub line: usize,
+    pub text: String,
+}
+
+/// The entries of [`FIX_MOUNTS`] that the guest mounts at boot (no `noauto`) and `mounted` says are not
+/// there.
+pub fn unmounted(entries: &[Entry], mounted: &dyn Fn(&str) -> bool) -> Vec<Unmounted> {
+    let mut out: Vec<Unmounted> = Vec::new();
+    for e in entries {
+        let mp = e.mountpoint().trim_end_matches('/');
+        if e.fields.len() < 3
+            || !FIX_MOUNTS.contains(&mp)
+            || e.has_option("noauto")
+            || is_pseudo(e)
+            || e.fstype() == "swap"
+            || mounted(mp)
+            || out.iter().any(|u| u.mountpoint == mp)
+        {
+            continue;
+        }
+        out.push(Unmounted {
+            mountpoint: mp.to_string(),
+            spec: e.spec().to_string(),
+            line: e.line,
+            text: e.text.clone(),
+        });
+    }
+    out
+}
+
+/// For an offline `--root`: the filesystems of [`FIX_MOUNTS`] that the guest's fstab mounts and that are not
+/// mounted below the root (empty for the running system). A root that is not itself a mount point (a
+/// copied tree) counts a non-empty directory as present.
+pub fn offline_unmounted(
+    root: &crate::guest::root::Root,
+    mounts: &[crate::guest::facts::Mount],
+) -> Result<Vec<Unmounted>> {
+    if root.is_live() {
+        return Ok(Vec::new());
+    }
+    let Some(text) = root.read_text(FSTAB)? else {
+        return Ok(Vec::new());
+    };
+    let t = fstab::parse_fstab(&text);
+    let root_mounted = mounts.iter().any(|m| m.target == "/");
+    let mounted = |mp: &str| {
+        mounts.iter().any(|m| m.target == mp)
+            || (!root_mounted && root.list_dir(mp).is_ok_and(|l| !l.is_empty()))
+    };
+    Ok(unmounted(&t.entries, &mounted))
+}
+
+fn check_offline_mounts(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
+    let missing = offline_unmounted(ctx.root, &ctx.facts.mounts)?;
+    Ok(missing
+        .into_iter()
+        .map(|u| {
+            let at = ctx.root.display(&u.mountpoint);
+            Finding::new(
+                info,
+                format!(
+                    "the guest mounts {} on {} (fstab line {}), but nothing is mounted at {at}: the audit reads, \
+                     and a fix would write, the empty mount-point directory on the root filesystem instead of \
+                     the guest's {} filesystem",
+                    u.spec, u.mountpoint, u.line, u.mountpoint
+                ),
+            )
+            .evidence(Evidence::line(FSTAB, u.line, &u.text))
+            .remediation(format!(
+                "mount the guest's {} filesystem ({}) at {at}, then run cloudprep again",
+                u.mountpoint, u.spec
+            ))
+        })
+        .collect())
 }
 
 /// The disk holding `/` according to fstab (else the probed root device).
@@ -644,6 +737,29 @@ fn check_multi(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unmounted_guest_filesystems() {
+        let t = fstab::parse_fstab(
+            "/dev/sda2 / ext4 defaults 0 1\n\
+             UUID=b00t /boot ext2 defaults 0 2\n\
+             /dev/sda3 /var/ ext4 defaults 0 2\n\
+             /dev/sda4 /usr ext4 noauto 0 2\n\
+             /dev/sda5 /home ext4 defaults 0 2\n\
+             /dev/sdb1 /boot/efi vfat umask=0077 0 1\n\
+             tmpfs /var tmpfs defaults 0 0\n",
+        );
+        let none = unmounted(&t.entries, &|_| false);
+        let mps: Vec<&str> = none.iter().map(|u| u.mountpoint.as_str()).collect();
+        // /usr is noauto, /home is not touched by a fix, the tmpfs is not the guest's filesystem.
+        assert_eq!(mps, ["/boot", "/var", "/boot/efi"]);
+        assert_eq!((none[0].line, none[0].spec.as_str()), (2, "UUID=b00t"));
+        assert_eq!(none[1].text, "/dev/sda3 /var/ ext4 defaults 0 2");
+        let some = unmounted(&t.entries, &|mp| mp != "/boot/efi");
+        assert_eq!(some.len(), 1);
+        assert_eq!(some[0].mountpoint, "/boot/efi");
+        assert!(unmounted(&t.entries, &|_| true).is_empty());
+    }
 
     const LVM: &str = r#"# Generated by LVM2 version 2.02.111(2) (2014-09-01): Tue Mar  3 10:00:00 2015
 

@@ -318,7 +318,7 @@ fn check_virtio_initramfs(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
         let boot_critical = st.missing.iter().any(|m| {
             m == "virtio_blk"
                 || m == "virtio_pci"
-                || (m == "virtio_scsi" && ctx.config.cloud.disk_bus == "scsi")
+                || (m == "virtio_scsi" && ctx.config.cloud.disk_bus == crate::config::DiskBus::Scsi)
         });
         let msg = if st.absent {
             format!("kernel {} has no initramfs (/boot/initrd.img-{}), so nothing can load the virtio disk driver at boot", st.ver, st.ver)
