@@ -8,7 +8,7 @@
 //! puts `<div id="js-error">` into the page.
 
 use super::{text::nics, Fleet, FleetFinding, FleetHost, HostStatus};
-use crate::check::Status;
+use crate::checks::Status;
 
 /// Escape for HTML text and double- or single-quoted attribute values.
 pub fn esc(s: &str) -> String {

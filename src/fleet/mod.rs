@@ -10,7 +10,7 @@ pub mod html;
 pub mod text;
 pub mod waivers;
 
-use crate::check::{Severity, Status};
+use crate::checks::{Severity, Status};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -23,6 +23,15 @@ pub const FLEET_SCHEMA_VERSION: u32 = 1;
 pub const FLEET_KIND: &str = "cloudprep-fleet-report";
 /// The only host report schema `merge` reads.
 pub const HOST_SCHEMA_VERSION: u64 = 1;
+
+/// Output format of `report merge`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FleetFormat {
+    Text,
+    Json,
+    Csv,
+    Html,
+}
 
 /// Exit status of `report merge` when at least one input was skipped (the others are merged).
 pub const EXIT_SKIPPED: i32 = 1;
