@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Benchmark `cloudprep report merge` on N synthetic host reports (default 1000): wall time and peak RSS per
-# output format, from /usr/bin/time -v (Debian package `time`). Not a test: prints figures.
+# Benchmark `cloudprep report merge` on N synthetic host reports (default 1000): wall time, CPU time (user +
+# system: what counts on a loaded machine) and peak RSS per output format, from /usr/bin/time -v (Debian
+# package `time`). Not a test: prints figures.
 #   scripts/bench-fleet.sh [N]          (BIN=path/to/cloudprep to use another binary; default: release build)
 # Each report is shaped like a real `cloudprep audit --format json` of an old guest: 8-14 findings with
 # evidence, remediation and planned diffs, facts with two NICs and routes, recommendations.
@@ -61,14 +62,15 @@ for h in range(n):
         json.dump(report, f, indent=2)
 PY
 echo "bench-fleet: $n reports, $(du -sh "$work/reports" | cut -f1) in $work/reports; binary $BIN ($("$BIN" --version))"
-printf '%-6s %10s %14s %12s  %s\n' format "wall (s)" "peak RSS (MiB)" "output" "exit"
+printf '%-6s %10s %10s %14s %12s  %s\n' format "wall (s)" "cpu (s)" "peak RSS (MiB)" "output" "exit"
 for fmt in text json csv html; do
     set +e
     /usr/bin/time -v -o "$work/time.$fmt" "$BIN" report merge "$work/reports" --format "$fmt" --output "$work/fleet.$fmt" 2>"$work/err.$fmt"
     rc=$?
     set -e
     wall=$(sed -n 's/.*Elapsed (wall clock) time (h:mm:ss or m:ss): //p' "$work/time.$fmt")
+    cpu=$(awk -F': ' '/User time|System time/ {s += $2} END {printf "%.3f", s}' "$work/time.$fmt")
     rss=$(sed -n 's/.*Maximum resident set size (kbytes): //p' "$work/time.$fmt")
     secs=$(python3 -c "import sys; p=sys.argv[1].split(':'); print(f'{float(p[-1]) + 60 * int(p[-2]) + (3600 * int(p[-3]) if len(p) > 2 else 0):.3f}')" "$wall")
-    printf '%-6s %10s %14s %12s  %s\n' "$fmt" "$secs" "$((rss / 1024))" "$(du -h "$work/fleet.$fmt" | cut -f1)" "$rc"
+    printf '%-6s %10s %10s %14s %12s  %s\n' "$fmt" "$secs" "$cpu" "$((rss / 1024))" "$(du -h "$work/fleet.$fmt" | cut -f1)" "$rc"
 done

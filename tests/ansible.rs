@@ -256,7 +256,9 @@ impl Fleet {
             r#"{"cloudprep_fix_args": ["--skip", "boot,network.interface-names"]}"#,
         ])
         .args(extra);
-        c.output().unwrap()
+        let o = c.output().unwrap();
+        eprintln!("ansible: {pb}.yml took {:?}", t.elapsed());
+        o
     }
 
     fn guest(&self, name: &str) -> &Guest {

@@ -156,9 +156,7 @@ fn merge_real_reports_json_csv_text_agree_with_the_hosts() {
     assert_eq!(installed["hosts_failing"], 3);
     let txt = std::fs::read_to_string(&t).unwrap();
     assert!(
-        txt.starts_with(&format!(
-            "cloudprep fleet report: 3 host(s): 0 ready, 0 with warnings, 3 blocked"
-        )),
+        txt.starts_with("cloudprep fleet report: 3 host(s): 0 ready, 0 with warnings, 3 blocked"),
         "{txt}"
     );
     // Standard output when no --output.
