@@ -208,26 +208,6 @@ fn collection_builds_lints_and_every_playbook_parses() {
     }
 }
 
-/// The .deb (packaging/build-deb.sh; the musl release build is reused when nothing changed).
-fn deb() -> PathBuf {
-    let out = repo().join("target/deb-test");
-    let o = Command::new(repo().join("packaging/build-deb.sh"))
-        .arg(&out)
-        .output()
-        .expect("running packaging/build-deb.sh");
-    assert!(
-        o.status.success(),
-        "build-deb.sh failed:\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let p = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim().to_string());
-    if p.is_absolute() {
-        p
-    } else {
-        repo().join(p)
-    }
-}
-
 struct Fleet {
     env: Env,
     guests: Vec<(&'static str, Guest)>,
@@ -373,7 +353,7 @@ fn fleet_of_three_chroot_guests_audit_prepare_and_a_vanished_host() {
     )
     .unwrap();
     let fleet = Fleet {
-        deb: deb(),
+        deb: common::build_deb(),
         env,
         guests: vec![("web1", web1), ("web2", web2), ("db1", db1)],
         inventory,

@@ -2,26 +2,12 @@
 //! report must have given its per-host reports, CSV read by Python's csv module, and the HTML page loaded
 //! in a real headless Chromium.
 
-use super::repo;
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
 
 pub fn validate_fleet(v: &Value) {
-    let schema: Value = serde_json::from_str(
-        &std::fs::read_to_string(repo().join("docs/fleet-report.schema.json")).unwrap(),
-    )
-    .unwrap();
-    let validator = jsonschema::validator_for(&schema).expect("fleet schema compiles");
-    let errors: Vec<String> = validator
-        .iter_errors(v)
-        .map(|e| format!("{} at {}", e, e.instance_path))
-        .collect();
-    assert!(
-        errors.is_empty(),
-        "fleet report does not match docs/fleet-report.schema.json:\n{}",
-        errors.join("\n")
-    );
+    super::validate_schema("docs/fleet-report.schema.json", v);
 }
 
 /// The status a host must have in the fleet report, from its own report's summary (no fleet waivers).
