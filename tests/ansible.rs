@@ -353,7 +353,12 @@ fn fleet_of_three_chroot_guests_audit_prepare_and_a_vanished_host() {
     )
     .unwrap();
     let fleet = Fleet {
-        deb: common::build_deb(),
+        deb: {
+            let t = std::time::Instant::now();
+            let d = common::build_deb();
+            eprintln!("ansible: build-deb.sh took {:?}", t.elapsed());
+            d
+        },
         env,
         guests: vec![("web1", web1), ("web2", web2), ("db1", db1)],
         inventory,
@@ -494,6 +499,21 @@ fn fleet_of_three_chroot_guests_audit_prepare_and_a_vanished_host() {
         );
     }
     assert_eq!(trees, fleet.trees(), "the second run changed files");
+    // And check mode agrees: an empty plan (the JSON of `fix --dry-run --format json`) is no change.
+    let o = fleet.playbook("prepare", &["--check"]);
+    let out = text(&o);
+    assert!(
+        o.status.success(),
+        "prepare.yml --check after the fix:\n{out}"
+    );
+    let r = recap(&out);
+    for h in ["web1", "web2", "db1"] {
+        assert_eq!(
+            (r[h]["changed"], r[h]["failed"]),
+            (0, 0),
+            "{h}: check mode after the fix:\n{out}"
+        );
+    }
 
     // A host vanishes mid-play: db1's root is moved away after the install role ran on every host, right
     // before the audit task (`--step` lets the test act between tasks). The others finish, the merged report
@@ -554,6 +574,10 @@ fn fleet_of_three_chroot_guests_audit_prepare_and_a_vanished_host() {
         }
     }
     let status = child.wait().unwrap();
+    eprintln!(
+        "ansible: audit.yml --step with db1 vanishing done at {:?}",
+        start.elapsed()
+    );
     let out = format!(
         "{}{}",
         String::from_utf8_lossy(&buf),
