@@ -93,7 +93,7 @@ pub enum ReportCommand {
         after_help = "Each input is a report file or a directory of *.json reports; the host name is the \
 file name without .json (the Ansible collection writes <report_dir>/<inventory_hostname>.json).\n\
 A truncated or foreign file, an unknown schema version, a second report of a host or an empty directory is \
-skipped with a message naming it; the other hosts are still merged.\n\n\
+skipped with a message naming it; the other hosts are still merged.\n\
 Exit status: 0 every input merged; 1 at least one input skipped (named on stderr and in the report); \
 3 could not run (bad arguments, unreadable waiver file, output not writable)."
     )]
