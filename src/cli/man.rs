@@ -45,6 +45,10 @@ pub fn man_page() -> Result<String> {
             (name, sub),
         );
     }
+    let paragraph = |b: &mut Vec<u8>| {
+        b.extend_from_slice(b".PP\n");
+        Ok(())
+    };
     for (name, sub) in subs {
         let sub = sub.clone().bin_name(&name);
         let m = clap_mangen::Man::new(sub.clone()).section("8");
@@ -57,13 +61,7 @@ pub fn man_page() -> Result<String> {
         )?;
         part(&|b| m.render_synopsis_section(b), true)?;
         if sub.get_about().is_some() || sub.get_long_about().is_some() {
-            part(
-                &|b| {
-                    b.extend_from_slice(b".PP\n");
-                    Ok(())
-                },
-                false,
-            )?;
+            part(&paragraph, false)?;
             part(&|b| m.render_description_section(b), true)?;
         }
         if sub.get_arguments().any(|a| !a.is_hide_set()) {
@@ -71,13 +69,7 @@ pub fn man_page() -> Result<String> {
         }
         // The command's own exit status and notes (e.g. `report merge`'s exit 1 for a skipped input).
         if sub.get_after_help().is_some() {
-            part(
-                &|b| {
-                    b.extend_from_slice(b".PP\n");
-                    Ok(())
-                },
-                false,
-            )?;
+            part(&paragraph, false)?;
             part(&|b| m.render_extra_section(b), true)?;
         }
     }
