@@ -5,7 +5,8 @@
 //! - [`checks`]: the check model and registry, one folder per area of the report (`boot`, `storage`,
 //!   `network`, `cloud_init`, `platform`); pure parse/check/render functions over `&str`;
 //! - the engine: [`audit`] runs the checks and composes the plan, [`report`] renders it, [`recommend`]
-//!   derives the flavour and image properties, [`config`] reads cloudprep.toml;
+//!   derives the flavour and image properties, [`config`] reads cloudprep.toml; [`fleet`] merges and compares
+//!   the per-host reports of a migration wave;
 //! - the actions, which take their own option structs: [`fix`] (transactional apply, rollback),
 //!   [`export`] (disk to raw/qcow2), [`upload`] (Glance), [`lifecycle`] (the pre-migration and first-boot
 //!   units);
@@ -16,6 +17,7 @@ pub mod checks;
 pub mod cli;
 pub mod config;
 pub mod exit;
+pub mod fleet;
 pub mod guest;
 pub mod logging;
 pub mod recommend;

@@ -15,22 +15,7 @@ const FIRSTBOOT: &str = "cloudprep-firstboot.service";
 /// Build the .deb once per test binary (the musl LTO build is the slow part).
 fn deb() -> &'static PathBuf {
     static DEB: OnceLock<PathBuf> = OnceLock::new();
-    DEB.get_or_init(|| {
-        let out = repo().join("target/deb-test");
-        let o = Command::new(repo().join("packaging/build-deb.sh"))
-            .arg(&out)
-            .output()
-            .expect("running packaging/build-deb.sh");
-        assert!(
-            o.status.success(),
-            "build-deb.sh failed:\n{}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        let p = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim().to_string());
-        let p = if p.is_absolute() { p } else { repo().join(p) };
-        assert!(p.is_file(), "{} missing", p.display());
-        p
-    })
+    DEB.get_or_init(common::build_deb)
 }
 
 /// The package's files unpacked (dpkg-deb -x) into a fresh directory.

@@ -33,8 +33,23 @@ pub fn man_page() -> Result<String> {
         },
         false,
     )?;
+    // Nested commands (`report merge`, `report diff`) get a section of their own after their parent's.
+    let mut subs: Vec<(String, &clap::Command)> = Vec::new();
     for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
         let name = format!("cloudprep {}", sub.get_name());
+        for nested in sub.get_subcommands().filter(|s| !s.is_hide_set()) {
+            subs.push((format!("{name} {}", nested.get_name()), nested));
+        }
+        subs.insert(
+            subs.len() - sub.get_subcommands().filter(|s| !s.is_hide_set()).count(),
+            (name, sub),
+        );
+    }
+    let paragraph = |b: &mut Vec<u8>| {
+        b.extend_from_slice(b".PP\n");
+        Ok(())
+    };
+    for (name, sub) in subs {
         let sub = sub.clone().bin_name(&name);
         let m = clap_mangen::Man::new(sub.clone()).section("8");
         part(
@@ -46,17 +61,16 @@ pub fn man_page() -> Result<String> {
         )?;
         part(&|b| m.render_synopsis_section(b), true)?;
         if sub.get_about().is_some() || sub.get_long_about().is_some() {
-            part(
-                &|b| {
-                    b.extend_from_slice(b".PP\n");
-                    Ok(())
-                },
-                false,
-            )?;
+            part(&paragraph, false)?;
             part(&|b| m.render_description_section(b), true)?;
         }
         if sub.get_arguments().any(|a| !a.is_hide_set()) {
             part(&|b| m.render_options_section(b), true)?;
+        }
+        // The command's own exit status and notes (e.g. `report merge`'s exit 1 for a skipped input).
+        if sub.get_after_help().is_some() {
+            part(&paragraph, false)?;
+            part(&|b| m.render_extra_section(b), true)?;
         }
     }
     part(
@@ -151,6 +165,15 @@ mod tests {
             let name = format!(".SS \"cloudprep {}\"", sub.get_name());
             assert_eq!(page.contains(&name), !sub.is_hide_set(), "{name}");
         }
+        let merge = page
+            .find(".SS \"cloudprep report merge\"")
+            .expect("nested commands");
+        assert!(page.find(".SS \"cloudprep report\"").unwrap() < merge);
+        assert!(page.contains(".SS \"cloudprep report diff\""));
+        assert!(
+            page[merge..].contains("at least one input skipped"),
+            "report merge's exit status"
+        );
         for opt in [
             "\\-\\-root",
             "\\-\\-dry\\-run",

@@ -8,10 +8,12 @@ mod export;
 mod fix;
 mod lifecycle;
 mod man;
+mod report;
 mod upload;
 
 pub use crate::exit::{EXIT_BLOCKERS, EXIT_FAILURE, EXIT_OK, EXIT_WARNINGS};
 pub use crate::export::{Compression, Consistency, Digest, ImageFormat};
+pub use crate::fleet::FleetFormat;
 pub use crate::report::{ColorChoice, Format};
 pub use crate::upload::Visibility;
 use clap::{Args, Parser, Subcommand};
@@ -75,9 +77,62 @@ pub enum Command {
     Premigrate(PremigrateArgs),
     /// First boot in the cloud: re-audit, reinstall GRUB on the new boot disk, write the report, disarm.
     Firstboot,
+    /// Fleet reports: merge per-host audit reports into one report of the wave, or compare two runs.
+    #[command(subcommand)]
+    Report(ReportCommand),
     /// Print the man page (roff) generated from this command-line definition.
     #[command(hide = true)]
     Man,
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum ReportCommand {
+    /// Merge per-host audit reports (JSON, schema 1) into one fleet report: per host its status, blockers,
+    /// flavour, min_disk, firmware and old NICs; per check the hosts failing it; totals.
+    #[command(
+        after_help = "Each input is a report file or a directory of *.json reports; the host name is the \
+file name without .json (the Ansible collection writes <report_dir>/<inventory_hostname>.json).\n\
+A truncated or foreign file, an unknown schema version, a second report of a host or an empty directory is \
+skipped with a message naming it; the other hosts are still merged.\n\
+Exit status: 0 every input merged; 1 at least one input skipped (named on stderr and in the report); \
+3 could not run (bad arguments, unreadable waiver file, output not writable)."
+    )]
+    Merge(MergeArgs),
+    /// Compare two runs (two host reports or two fleet reports): findings that appeared, disappeared or
+    /// changed, and each host's status change (e.g. blocked -> ready).
+    #[command(
+        after_help = "Exit status: 0 no difference; 1 differences found; 3 could not run (an \
+unreadable or foreign report)."
+    )]
+    Diff(DiffArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct MergeArgs {
+    /// Host report files (`<host>.json`) or directories of them.
+    #[arg(required = true, value_name = "REPORT.json|DIR")]
+    pub inputs: Vec<PathBuf>,
+    #[arg(long, value_enum, default_value_t = FleetFormat::Text)]
+    pub format: FleetFormat,
+    /// Write the fleet report to FILE instead of standard output.
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Fleet waiver file (TOML: [waivers] "check.id" = "reason", or [[waiver]] check, hosts glob, reason).
+    #[arg(long, value_name = "FILE")]
+    pub waivers: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DiffArgs {
+    /// The earlier report (host or fleet JSON).
+    pub old: PathBuf,
+    /// The later report (host or fleet JSON).
+    pub new: PathBuf,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Write the comparison to FILE instead of standard output.
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -241,6 +296,8 @@ pub fn main() -> i32 {
         Command::Disarm => lifecycle::disarm(&cli.global),
         Command::Premigrate(a) => lifecycle::premigrate(&cli.global, a),
         Command::Firstboot => lifecycle::firstboot(&cli.global),
+        Command::Report(ReportCommand::Merge(a)) => report::merge(a),
+        Command::Report(ReportCommand::Diff(a)) => report::diff(a),
         Command::Man => lifecycle::man(),
     };
     match r {

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+pub mod fleet;
 pub mod legacy;
 pub mod loopdev;
 
@@ -250,10 +251,13 @@ pub fn audit_json(root: &Path, extra: &[&str]) -> (i32, serde_json::Value) {
 
 /// Validate a report against docs/report.schema.json; panics with every violation.
 pub fn validate_report(v: &serde_json::Value) {
-    let schema: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(repo().join("docs/report.schema.json")).unwrap(),
-    )
-    .unwrap();
+    validate_schema("docs/report.schema.json", v);
+}
+
+/// Validate JSON against a schema file of the repository; panics with every violation.
+pub fn validate_schema(schema_file: &str, v: &serde_json::Value) {
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(repo().join(schema_file)).unwrap()).unwrap();
     let validator = jsonschema::validator_for(&schema).expect("schema compiles");
     let errors: Vec<String> = validator
         .iter_errors(v)
@@ -261,9 +265,28 @@ pub fn validate_report(v: &serde_json::Value) {
         .collect();
     assert!(
         errors.is_empty(),
-        "report does not match docs/report.schema.json:\n{}",
+        "JSON does not match {schema_file}:\n{}",
         errors.join("\n")
     );
+}
+
+/// The .deb built by packaging/build-deb.sh into `target/deb-test` (the musl LTO build is the slow part;
+/// cargo reuses it when nothing changed).
+pub fn build_deb() -> PathBuf {
+    let out = repo().join("target/deb-test");
+    let o = Command::new(repo().join("packaging/build-deb.sh"))
+        .arg(&out)
+        .output()
+        .expect("running packaging/build-deb.sh");
+    assert!(
+        o.status.success(),
+        "build-deb.sh failed:\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let p = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim().to_string());
+    let p = if p.is_absolute() { p } else { repo().join(p) };
+    assert!(p.is_file(), "{} missing", p.display());
+    p
 }
 
 /// Findings of a report with the given check id.
