@@ -111,8 +111,14 @@ pub fn make_cloud_ready(g: &Guest) {
             "menuentry 'Debian GNU/Linux' {{\n\tsearch --no-floppy --fs-uuid --set=root {uuid}\n\tlinux\t/boot/vmlinuz-{k} root=UUID={uuid} ro console=tty0 console=ttyS0,115200 net.ifnames=0 biosdevname=0\n\tinitrd\t/boot/initrd.img-{k}\n}}\n"
         ),
     );
+    // As Debian's cloud images have it: eth0 is cloud-init's (interfaces.d/50-cloud-init), the file only
+    // reads that directory.
     g.write(
         "/etc/network/interfaces",
+        "auto lo\niface lo inet loopback\n\nsource /etc/network/interfaces.d/*\n",
+    );
+    g.write(
+        "/etc/network/interfaces.d/50-cloud-init",
         "auto lo\niface lo inet loopback\n\nauto eth0\niface eth0 inet dhcp\n",
     );
     // What the guide's `dpkg-reconfigure cloud-init` writes.

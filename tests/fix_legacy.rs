@@ -110,7 +110,7 @@ fn fix_then_rollback_on_a_vmware_guest() {
         "{grubcfg}"
     );
     assert!(!grubcfg.contains("root=/dev/loop"), "{grubcfg}");
-    sh(
+    let listed = sh(
         "chroot",
         &[
             g.root().to_str().unwrap(),
@@ -120,8 +120,14 @@ fn fix_then_rollback_on_a_vmware_guest() {
             "--list",
         ],
     );
+    // eth0 is left to cloud-init (its interfaces.d/50-cloud-init in the cloud): one configuration only.
+    assert!(!listed.lines().any(|l| l.trim() == "eth0"), "{listed}");
     let ifaces = g.read("/etc/network/interfaces");
-    assert!(ifaces.contains("iface eth0 inet dhcp"), "{ifaces}");
+    assert!(
+        ifaces.contains("source /etc/network/interfaces.d/*"),
+        "{ifaces}"
+    );
+    assert!(ifaces.contains("# iface eth0 inet static"), "{ifaces}");
     assert!(ifaces.contains("iface lo inet loopback"), "{ifaces}");
     assert!(!g.path("/etc/udev/rules.d/70-persistent-net.rules").exists());
     assert!(!g.path("/etc/cloud/cloud-init.disabled").exists());

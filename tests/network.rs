@@ -142,9 +142,14 @@ SUBSYSTEM==\"net\", ACTION==\"add\", DRIVERS==\"?*\", ATTR{address}==\"00:0c:29:
 # PCI device 0x15ad:0x07b0 (vmxnet3)\n\
 SUBSYSTEM==\"net\", ACTION==\"add\", DRIVERS==\"?*\", ATTR{address}==\"00:0c:29:4a:5b:76\", ATTR{dev_id}==\"0x0\", ATTR{type}==\"1\", KERNEL==\"eth*\", NAME=\"eth1\"\n";
 
+/// A configuration whose plan does not install cloud-init.
+const NO_CLOUD_INIT: &str = "[checks]\nskip = [\"cloud-init.installed\"]\n";
+
 #[test]
 fn clean_root_has_no_network_findings_and_bare_interfaces_needs_dhcp() {
     let g = Guest::bookworm();
+    // No cloud-init in the cloud (its install skipped): /etc/network/interfaces must bring eth0 up itself.
+    g.write("/etc/cloudprep/cloudprep.toml", NO_CLOUD_INIT);
     let (_code, v) = g.audit_json(&[]);
     assert!(my_findings(&v).is_empty(), "{:#?}", my_findings(&v));
 
@@ -270,6 +275,9 @@ fn clean_root_has_no_network_findings_and_bare_interfaces_needs_dhcp() {
 #[test]
 fn vmware_ifupdown_guest_is_converted_to_dhcp() {
     let g = Guest::bookworm();
+    // No cloud-init in the cloud (its install skipped): the static eth0 becomes DHCP. With cloud-init (the
+    // default plan installs it) eth0 is left to cloud-init instead: `primary_nic_is_left_to_cloud_init`.
+    g.write("/etc/cloudprep/cloudprep.toml", NO_CLOUD_INIT);
     g.write("/etc/network/interfaces", INTERFACES);
     g.write("/etc/network/interfaces.d/backnet", BACKNET);
     g.write("/etc/udev/rules.d/70-persistent-net.rules", PERSISTENT);
@@ -341,7 +349,7 @@ fn vmware_ifupdown_guest_is_converted_to_dhcp() {
     // With addressing = "keep" the static configuration is only a warning, without a fix.
     g.write(
         "/etc/cloudprep/cloudprep.toml",
-        "[network]\naddressing = \"keep\"\n",
+        &format!("{NO_CLOUD_INIT}[network]\naddressing = \"keep\"\n"),
     );
     let (_, kv) = g.audit_json(&[]);
     let kst = findings(&kv, "network.static-addressing");
@@ -351,14 +359,14 @@ fn vmware_ifupdown_guest_is_converted_to_dhcp() {
     // not fixed.
     g.write(
         "/etc/cloudprep/cloudprep.toml",
-        "[network]\ninterface_naming = \"predictable\"\n",
+        &format!("{NO_CLOUD_INIT}[network]\ninterface_naming = \"predictable\"\n"),
     );
     let (_, pv) = g.audit_json(&[]);
     let names = findings(&pv, "network.interface-names");
     assert_eq!(names.len(), 1, "{names:#?}");
     assert!(names[0]["fix"].is_null(), "{names:#?}");
     assert!(names[0]["message"].as_str().unwrap().contains("eth0"));
-    g.remove("/etc/cloudprep/cloudprep.toml");
+    g.write("/etc/cloudprep/cloudprep.toml", NO_CLOUD_INIT);
     // The fix adds net.ifnames=0 biosdevname=0 and update-grub.
     let names = findings(&v, "network.interface-names");
     assert!(
@@ -694,4 +702,80 @@ fn eth0_dhcp_on_predictable_udev() {
     apply_network_plan(&g);
     let (_, v) = g.audit_json(&[]);
     assert!(my_findings(&v).is_empty(), "{:#?}", my_findings(&v));
+}
+
+#[test]
+fn primary_nic_is_left_to_cloud_init() {
+    // The plan installs cloud-init (bookworm's renders network configuration): the old static eth0 is
+    // commented out, not converted, and /etc/network/interfaces reads cloud-init's interfaces.d file.
+    let g = Guest::bookworm();
+    g.write("/etc/network/interfaces", INTERFACES);
+    g.write("/etc/network/interfaces.d/backnet", BACKNET);
+    let (code, v) = g.audit_json(&[]);
+    assert_eq!(code, 2);
+    // eth0 (the primary NIC) goes to cloud-init; eth1's static address (a second vNIC) becomes DHCP.
+    let st = findings(&v, "network.static-addressing");
+    assert_eq!(st.len(), 2, "{st:#?}");
+    let eth0 = st
+        .iter()
+        .find(|f| f["evidence"][0]["path"] == "/etc/network/interfaces")
+        .unwrap_or_else(|| panic!("{st:#?}"));
+    assert!(
+        eth0["remediation"].as_str().unwrap().contains("cloud-init"),
+        "{eth0:#?}"
+    );
+    // The post-up route through the old gateway is reported (tolerant: `|| true`).
+    let routes = findings(&v, "network.old-routes");
+    assert_eq!(routes.len(), 1, "{routes:#?}");
+    assert!(routes[0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("192.0.2.254"));
+    apply_network_plan(&g);
+    let text = g.read("/etc/network/interfaces");
+    assert!(text.contains("# iface eth0 inet static\n"), "{text}");
+    assert!(text.contains("# allow-hotplug eth0\n"), "{text}");
+    assert!(
+        text.ends_with("source /etc/network/interfaces.d/*\n"),
+        "{text}"
+    );
+    assert!(text.contains("auto lo\niface lo inet loopback\n"), "{text}");
+    // The guest's ifupdown reads it: no eth0 of its own, eth1 (the second vNIC) kept.
+    let (ok, out) = ifquery(&g, &["-i", "/etc/network/interfaces", "--list"]);
+    assert!(ok, "{out}");
+    assert!(!out.lines().any(|l| l.trim() == "eth0"), "{out}");
+    assert!(out.contains("eth1"), "{out}");
+    // What cloud-init renders in the cloud: the only configuration of eth0, and nothing left to do.
+    g.write(
+        "/etc/network/interfaces.d/50-cloud-init",
+        "auto lo\niface lo inet loopback\n\nauto eth0\niface eth0 inet dhcp\n",
+    );
+    let (ok, out) = ifquery(&g, &["-i", "/etc/network/interfaces", "--list"]);
+    assert!(
+        ok && out.lines().filter(|l| l.trim() == "eth0").count() == 1,
+        "{out}"
+    );
+    let (_, v) = g.audit_json(&[]);
+    assert!(findings(&v, "network.primary-nic-owner").is_empty());
+    assert!(findings(&v, "network.static-addressing").is_empty());
+    // A second DHCP stanza of eth0 beside cloud-init's is reported, and its fix hands it over too.
+    g.write(
+        "/etc/network/interfaces.d/eth0",
+        "allow-hotplug eth0\niface eth0 inet dhcp\n",
+    );
+    let (_, v) = g.audit_json(&[]);
+    let own = findings(&v, "network.primary-nic-owner");
+    assert_eq!(own.len(), 1, "{:#?}", my_findings(&v));
+    assert_ev(
+        &v,
+        "network.primary-nic-owner",
+        "/etc/network/interfaces.d/eth0",
+        Some(2),
+    );
+    apply_network_plan(&g);
+    let (ok, out) = ifquery(&g, &["-i", "/etc/network/interfaces", "--list"]);
+    assert!(
+        ok && out.lines().filter(|l| l.trim() == "eth0").count() == 1,
+        "{out}"
+    );
 }

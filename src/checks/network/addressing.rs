@@ -28,11 +28,14 @@ pub(super) fn describe_old(c: &Cfg) -> String {
     s
 }
 
-pub(super) fn static_fix(st: &NetState, c: &Cfg, map: &[(String, String)]) -> Fix {
+pub(super) fn static_fix(st: &NetState, c: &Cfg, map: &[(String, String)], hand_off: bool) -> Fix {
     let old = c.name.clone().unwrap_or_else(|| c.id.clone());
     let target = st.target(map, &old);
     let mut fix = Fix::default();
     match c.src {
+        Src::Ifupdown if hand_off && target == "eth0" => {
+            fix = fix.edit(hand_off_edit(&c.path, primary_names(st, map)));
+        }
         Src::Ifupdown => {
             let names = vec![old.clone(), target.clone()];
             let t = target.clone();
@@ -148,6 +151,7 @@ pub(super) fn check_static(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> 
     let st = gather(ctx)?;
     let policy = ctx.config.network.addressing;
     let map = st.rename_map(ctx.config.network.interface_naming);
+    let hand_off = cloud_init_owns_primary(ctx, &st)?;
     let resolv_ns: Vec<String> = ctx
         .root
         .read_text("/etc/resolv.conf")
@@ -222,12 +226,18 @@ pub(super) fn check_static(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> 
                  cloudprep does not rewrite): `dhcp4: true` without addresses, gateway4, routes and nameservers.",
                 c.path
             )),
+            AddressPolicy::Dhcp if hand_off && c.src == Src::Ifupdown && target == "eth0" => f
+                .remediation(format!(
+                    "Leave {target} to cloud-init, which configures it with DHCP in the cloud (as Debian's \
+                     cloud images do): the stanza is commented out, the old configuration kept above it."
+                ))
+                .fix(static_fix(&st, c, &map, true)),
             AddressPolicy::Dhcp => f
                 .remediation(format!(
                     "Configure {target} with DHCP ({}); keep the old configuration above for reference.",
                     if v6 { "inet6 auto" } else { "inet dhcp / dhcp4: true" }
                 ))
-                .fix(static_fix(&st, c, &map)),
+                .fix(static_fix(&st, c, &map, false)),
             AddressPolicy::Keep => f.severity(Severity::Warning).remediation(
                 "The configuration keeps static addressing ([network] addressing = \"keep\"): make sure the \
                  cloud port has this fixed IP and the same subnet and gateway.",
@@ -347,6 +357,221 @@ pub(super) fn cloud_init_network_disabled(root: &Root) -> Result<bool> {
         }
     }
     Ok(false)
+}
+
+/// The gateway of a route added by an ifupdown hook command (`up ip route add NET via GW`,
+/// `post-up route add -net NET gw GW`), when it has one.
+pub fn hook_route_gateway(cmd: &str) -> Option<String> {
+    let w: Vec<&str> = cmd
+        .split_whitespace()
+        .map(|w| w.rsplit('/').next().unwrap_or(w))
+        .collect();
+    let adds = w
+        .windows(2)
+        .any(|p| p[0] == "route" && (p[1] == "add" || p[1] == "replace"));
+    if !adds {
+        return None;
+    }
+    w.windows(2)
+        .find(|p| p[0] == "via" || p[0] == "gw")
+        .map(|p| p[1].trim_end_matches([';', '|', '&']).to_string())
+}
+
+/// network.old-routes: routes through the old network's gateways in ifupdown hooks. In the cloud that
+/// gateway is gone: the route fails, and without `|| true` ifup reports the interface as failed. Not
+/// rewritten (a cloud that recreates the old subnet may keep the gateway): the lines are reported.
+pub(super) fn check_old_routes(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
+    let st = gather(ctx)?;
+    let mut out = Vec::new();
+    for f in &st.ifupdown {
+        for s in &f.parsed.stanzas {
+            for (k, v, a, _) in &s.opts {
+                if !matches!(k.as_str(), "up" | "post-up" | "pre-up") {
+                    continue;
+                }
+                let Some(gw) = hook_route_gateway(v) else {
+                    continue;
+                };
+                let tolerant = v.contains("|| true") || v.contains("||true") || v.contains("|| :");
+                out.push(
+                    Finding::new(
+                        info,
+                        format!(
+                            "{} {} adds a route through {gw}, a gateway of the old network{}",
+                            s.name,
+                            k,
+                            if tolerant {
+                                ": in the cloud the route is not added"
+                            } else {
+                                ": in the cloud the command fails and ifup reports the interface as failed"
+                            }
+                        ),
+                    )
+                    .evidence(Evidence::line(&f.path, *a, &format!("{k} {v}")))
+                    .remediation(
+                        "Remove the route, or re-create it in the cloud (a Neutron router or subnet host route), \
+                         or append `|| true` if the gateway may exist there.",
+                    ),
+                );
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Does this cloud-init version render network configuration (0.7.7 and later: Debian 9, Ubuntu 16.04)?
+/// Debian 8's 0.7.6 has no renderer. `version` is a Debian version (`0.7.6-1+deb8u1`, `22.4-2`, `1:…`).
+pub fn cloud_init_renders_network(version: &str) -> bool {
+    let v = version.split_once(':').map_or(version, |(_, v)| v);
+    let mut it = v
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|n| n.parse::<u64>().unwrap_or(0));
+    let (major, minor, patch) = (
+        it.next().unwrap_or(0),
+        it.next().unwrap_or(0),
+        it.next().unwrap_or(0),
+    );
+    (major, minor, patch) >= (0, 7, 7)
+}
+
+/// Is the check `id` neither skipped nor waived in the configuration (so that its fix is in the plan)?
+fn fix_planned_by(ctx: &Ctx, id: &str) -> bool {
+    !ctx.config.checks.skip.iter().any(|s| s == id) && !ctx.config.waivers.contains_key(id)
+}
+
+/// The cloud-init that runs in the cloud, when its version is known before it is installed: the installed
+/// package, else the `.deb` configured in `[fix] cloud_init_deb` (`cloud-init_<version>_all.deb`, or the one
+/// in that directory), else (cloud-init.installed plans `apt-get install cloud-init`) what the release ships.
+fn cloud_init_version_in_cloud(ctx: &Ctx) -> Option<String> {
+    if let Some(p) = ctx
+        .facts
+        .packages
+        .get("cloud-init")
+        .filter(|p| p.is_installed())
+    {
+        return Some(p.version.clone());
+    }
+    if ctx.facts.packages.is_empty() || !fix_planned_by(ctx, "cloud-init.installed") {
+        return None;
+    }
+    let deb = ctx.config.fix.cloud_init_deb.trim();
+    if !deb.is_empty() {
+        let names: Vec<String> = if ctx.root.is_dir(deb) {
+            ctx.root
+                .files_in(deb, |n| n.starts_with("cloud-init_") && n.ends_with(".deb"))
+                .ok()?
+        } else {
+            vec![deb.to_string()]
+        };
+        let name = names.first()?.rsplit('/').next()?.to_string();
+        return name
+            .strip_prefix("cloud-init_")
+            .and_then(|r| r.split('_').next())
+            .map(|v| v.replace("%3a", ":"));
+    }
+    // The release's own cloud-init: every supported release after Debian 8 / Ubuntu 14.04 renders.
+    let os = ctx.facts.os.as_ref()?;
+    let major: u64 = os.version_id.split('.').next()?.parse().ok()?;
+    let renders = match os.id.as_str() {
+        "debian" => major >= 9,
+        "ubuntu" => major >= 16,
+        _ => return None,
+    };
+    Some(if renders { "0.7.7" } else { "0.7.6" }.to_string())
+}
+
+/// In the cloud, cloud-init configures the primary NIC (eth0) itself, as in Debian's own cloud images: it
+/// renders network configuration (version, not disabled) through ifupdown (`interfaces.d/50-cloud-init`),
+/// under the eth0 naming policy. Then /etc/network/interfaces must leave eth0 alone, or two configurations
+/// (and two DHCP clients) bring it up.
+pub(super) fn cloud_init_owns_primary(ctx: &Ctx, st: &NetState) -> Result<bool> {
+    if ctx.config.network.interface_naming != NamingPolicy::Eth0 || !st.ifupdown_active {
+        return Ok(false);
+    }
+    // The cloud-init checks' fixes remove the disabled marker and every `network: {config: disabled}`
+    // (installer leftovers): judge the state after the plan, so that a second fix plans nothing.
+    if (ctx.root.exists(crate::checks::cloud_init::DISABLED_MARKER)
+        && !fix_planned_by(ctx, "cloud-init.disabled"))
+        || (cloud_init_network_disabled(ctx.root)?
+            && !fix_planned_by(ctx, "cloud-init.installer-leftovers"))
+    {
+        return Ok(false);
+    }
+    Ok(cloud_init_version_in_cloud(ctx).is_some_and(|v| cloud_init_renders_network(&v)))
+}
+
+/// The old names of the primary NIC (those renamed to eth0, and eth0 itself).
+pub(super) fn primary_names(st: &NetState, map: &[(String, String)]) -> Vec<String> {
+    let mut v: Vec<String> = st
+        .cfgs
+        .iter()
+        .filter_map(|c| c.name.clone())
+        .filter(|n| st.target(map, n) == "eth0")
+        .collect();
+    v.push("eth0".to_string());
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// The edit that leaves the primary NIC to cloud-init in one ifupdown file.
+pub(super) fn hand_off_edit(path: &str, names: Vec<String>) -> FileEdit {
+    FileEdit::rewrite(path, Validator::Ifupdown, move |c| {
+        Ok(ifupdown::hand_to_cloud_init(c, &names))
+    })
+}
+
+/// network.primary-nic-owner: exactly one configuration brings the primary NIC up in the cloud.
+pub(super) fn check_primary_owner(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
+    let st = gather(ctx)?;
+    if !cloud_init_owns_primary(ctx, &st)? {
+        return Ok(Vec::new());
+    }
+    let map = st.rename_map(ctx.config.network.interface_naming);
+    let names = primary_names(&st, &map);
+    let mut out = Vec::new();
+    for f in &st.ifupdown {
+        if ifupdown::CLOUD_INIT_ENI.contains(&f.path.as_str()) {
+            continue;
+        }
+        // Static stanzas are network.static-addressing's (its fix hands them over the same way).
+        let dup: Vec<&ifupdown::Stanza> = f
+            .parsed
+            .stanzas
+            .iter()
+            .filter(|s| names.contains(&s.name) && s.method != "static" && s.method != "loopback")
+            .collect();
+        if dup.is_empty() {
+            continue;
+        }
+        let ev: Vec<Evidence> = dup
+            .iter()
+            .map(|s| {
+                Evidence::line(
+                    &f.path,
+                    s.line,
+                    &format!("iface {} {} {}", s.name, s.family, s.method),
+                )
+            })
+            .collect();
+        out.push(
+            Finding::new(
+                info,
+                format!(
+                    "{} configures the primary NIC and so will cloud-init ({}): two configurations bring \
+                     eth0 up, with two DHCP clients",
+                    f.path,
+                    ifupdown::CLOUD_INIT_ENI[0]
+                ),
+            )
+            .evidences(ev)
+            .remediation(
+                "Leave eth0 to cloud-init, as Debian's cloud images do: remove its stanza and `auto` line                  (the loopback and `source` lines stay).",
+            )
+            .fix(Fix::default().edit(hand_off_edit(&f.path, names.clone()))),
+        );
+    }
+    Ok(out)
 }
 
 pub(super) fn check_no_primary_dhcp(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
@@ -470,10 +695,17 @@ pub(super) fn check_no_primary_dhcp(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<F
         });
         let enabled = networking_enabled(ctx.root)?;
         let current = ctx.root.read_text(INTERFACES)?.unwrap_or_default();
-        let edits_file = ensure_eth0_dhcp(&current, has_iface) != current;
+        // When cloud-init configures eth0 in the cloud, /etc/network/interfaces only has to read its file.
+        let owner = cloud_init_owns_primary(ctx, &st)?.then(|| primary_names(&st, &map));
+        let edits_file = match &owner {
+            Some(names) => ifupdown::hand_to_cloud_init(&current, names) != current,
+            None => ensure_eth0_dhcp(&current, has_iface) != current,
+        };
         if edits_file || !enabled {
             let mut fix = Fix::default();
-            if edits_file {
+            if let (true, Some(names)) = (edits_file, owner) {
+                fix = fix.edit(hand_off_edit(INTERFACES, names));
+            } else if edits_file {
                 fix = fix.edit(FileEdit::rewrite(
                     INTERFACES,
                     Validator::Ifupdown,
@@ -546,6 +778,41 @@ pub fn ensure_eth0_dhcp(content: &str, has_iface: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn routes_through_a_gateway_in_hooks() {
+        assert_eq!(
+            hook_route_gateway("ip route add 10.9.0.0/16 via 10.1.2.254 dev eth0").as_deref(),
+            Some("10.1.2.254")
+        );
+        assert_eq!(
+            hook_route_gateway(
+                "/sbin/route add -net 172.16.0.0 netmask 255.240.0.0 gw 10.1.2.1 || true"
+            )
+            .as_deref(),
+            Some("10.1.2.1")
+        );
+        assert_eq!(
+            hook_route_gateway("ip route add 10.9.0.0/16 dev eth0"),
+            None
+        );
+        assert_eq!(
+            hook_route_gateway("ip route del default via 10.1.2.1"),
+            None
+        );
+        assert_eq!(hook_route_gateway("/sbin/ethtool -K eth0 tso off"), None);
+    }
+
+    #[test]
+    fn cloud_init_versions_that_render_network() {
+        assert!(!cloud_init_renders_network("0.7.6-1+deb8u1"));
+        assert!(cloud_init_renders_network("0.7.7~bzr1256-0ubuntu1"));
+        assert!(cloud_init_renders_network("0.7.9-2"));
+        assert!(cloud_init_renders_network("20.4-2+deb11u1"));
+        assert!(cloud_init_renders_network("22.4-2"));
+        assert!(cloud_init_renders_network("1:25.1-1"));
+        assert!(!cloud_init_renders_network(""));
+    }
 
     #[test]
     fn ensure_eth0_dhcp_appends_once() {

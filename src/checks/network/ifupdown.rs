@@ -339,6 +339,110 @@ pub fn rename(content: &str, map: &[(String, String)]) -> String {
     out
 }
 
+/// The file cloud-init's ENI renderer writes (older releases add `.cfg`); `source /etc/network/interfaces.d/*`
+/// reads either name.
+pub const CLOUD_INIT_ENI: [&str; 2] = [
+    "/etc/network/interfaces.d/50-cloud-init",
+    "/etc/network/interfaces.d/50-cloud-init.cfg",
+];
+
+/// Leave the interfaces named in `names` to cloud-init: their stanzas (every family and method, with their
+/// options) are commented out under a note, their names are dropped from `auto`/`allow-hotplug` lines, and a
+/// `source /etc/network/interfaces.d/*` line is appended when no `source`/`source-directory` reads that
+/// directory (cloud-init writes its rendering there). The loopback, other interfaces, comments and `source`
+/// lines stay byte-identical. Idempotent.
+pub fn hand_to_cloud_init(content: &str, names: &[String]) -> String {
+    let parsed = parse(content);
+    let lines = physical(content);
+    let eol = if content.contains("\r\n") {
+        "\r\n"
+    } else {
+        "\n"
+    };
+    // Physical line -> replacement text (with its terminator).
+    let mut repl: std::collections::BTreeMap<usize, String> = Default::default();
+    let mut first_stanza: Option<usize> = None;
+    let comment = |l: &str| format!("# {}", l);
+    for st in &parsed.stanzas {
+        if st.name == "lo" || !names.contains(&st.name) {
+            continue;
+        }
+        let last = st.opts.iter().map(|o| o.3).fold(st.header_last, usize::max);
+        for n in st.line..=last {
+            repl.insert(n, comment(lines[n - 1]));
+        }
+        first_stanza = Some(first_stanza.map_or(st.line, |f: usize| f.min(st.line)));
+    }
+    for (l, item) in &parsed.items {
+        let Item::Auto { kind, names: on } = item else {
+            continue;
+        };
+        if !on.iter().any(|n| names.contains(n)) {
+            continue;
+        }
+        let keep: Vec<&str> = on
+            .iter()
+            .filter(|n| !names.contains(n))
+            .map(String::as_str)
+            .collect();
+        let line_eol = &lines[l.last - 1][strip_eol(lines[l.last - 1]).len()..];
+        if keep.is_empty() {
+            for n in l.first..=l.last {
+                repl.insert(n, comment(lines[n - 1]));
+            }
+        } else {
+            let indent: String = lines[l.first - 1]
+                .chars()
+                .take_while(|c| c.is_whitespace())
+                .collect();
+            repl.insert(
+                l.first,
+                format!("{indent}{kind} {}{line_eol}", keep.join(" ")),
+            );
+            for n in l.first + 1..=l.last {
+                repl.insert(n, String::new());
+            }
+        }
+    }
+    let sourced = parsed
+        .sources()
+        .iter()
+        .any(|(_, a, _)| a.contains("interfaces.d"));
+    if repl.is_empty() {
+        return if sourced || content.trim().is_empty() {
+            content.to_string()
+        } else {
+            append_lines(content, &["source /etc/network/interfaces.d/*".to_string()])
+        };
+    }
+    let mut out = String::with_capacity(content.len() + 200);
+    for (i, line) in lines.iter().enumerate() {
+        let n = i + 1;
+        if Some(n) == first_stanza {
+            out.push_str(&format!(
+                "# cloudprep: {} configured by cloud-init in the cloud ({}); the old configuration:{eol}",
+                names.join("/"),
+                CLOUD_INIT_ENI[0]
+            ));
+        }
+        match repl.get(&n) {
+            None => out.push_str(line),
+            Some(r) => {
+                // A commented last line without a terminator keeps none.
+                if !line.ends_with('\n') && r.ends_with('\n') {
+                    out.push_str(strip_eol(r));
+                } else {
+                    out.push_str(r);
+                }
+            }
+        }
+    }
+    if !sourced {
+        out = append_lines(&out, &["source /etc/network/interfaces.d/*".to_string()]);
+    }
+    out
+}
+
 /// Convert the static stanzas of the interfaces named in `names` to DHCP, renaming them to `new_name`:
 /// `iface X inet static` → `iface NEW inet dhcp` and `iface X inet6 static` → `iface NEW inet6 auto`, dropping
 /// the addressing options (address/netmask/gateway/network/broadcast/dns-*). Everything else (other stanzas,
@@ -522,6 +626,38 @@ pub fn run_parts_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hand_to_cloud_init_comments_the_primary_and_keeps_the_rest() {
+        let names = vec!["eth0".to_string(), "ens192".to_string()];
+        let t = "auto lo ens192 eth1\niface lo inet loopback\n\n# the old NIC\niface ens192 inet static\n    address 10.1.2.5/24\n    gateway 10.1.2.1\n    up ip route add 10.9.0.0/16 via 10.1.2.254\niface ens192 inet6 auto\n\niface eth1 inet dhcp\n";
+        let out = hand_to_cloud_init(t, &names);
+        assert_eq!(
+            out,
+            "auto lo eth1\niface lo inet loopback\n\n# the old NIC\n# cloudprep: eth0/ens192 configured by cloud-init in the cloud (/etc/network/interfaces.d/50-cloud-init); the old configuration:\n# iface ens192 inet static\n#     address 10.1.2.5/24\n#     gateway 10.1.2.1\n#     up ip route add 10.9.0.0/16 via 10.1.2.254\n# iface ens192 inet6 auto\n\niface eth1 inet dhcp\nsource /etc/network/interfaces.d/*\n"
+        );
+        assert_eq!(hand_to_cloud_init(&out, &names), out, "idempotent");
+        let p = parse(&out);
+        assert!(p
+            .stanzas
+            .iter()
+            .all(|s| s.name != "ens192" && s.name != "eth0"));
+        assert_eq!(p.garbage().count(), 0);
+        // A lone auto line goes; an existing source line is kept and not doubled; CRLF and no final newline.
+        let t = "source /etc/network/interfaces.d/*\r\nauto eth0\r\niface eth0 inet dhcp";
+        let out = hand_to_cloud_init(t, &names);
+        assert_eq!(
+            out,
+            "source /etc/network/interfaces.d/*\r\n# auto eth0\r\n# cloudprep: eth0/ens192 configured by cloud-init in the cloud (/etc/network/interfaces.d/50-cloud-init); the old configuration:\r\n# iface eth0 inet dhcp"
+        );
+        assert_eq!(hand_to_cloud_init(&out, &names), out);
+        // Nothing to hand over: only the source line, and never into an empty file.
+        assert_eq!(
+            hand_to_cloud_init("auto lo\niface lo inet loopback\n", &names),
+            "auto lo\niface lo inet loopback\nsource /etc/network/interfaces.d/*\n"
+        );
+        assert_eq!(hand_to_cloud_init("", &names), "");
+    }
 
     #[test]
     fn append_after_a_dangling_continuation() {

@@ -87,6 +87,22 @@ pub fn checks() -> Vec<Check> {
             check_no_primary_dhcp
         ),
         crate::check!(
+            "network.primary-nic-owner",
+            "exactly one configuration brings the primary NIC up in the cloud",
+            Network,
+            Warning,
+            true,
+            check_primary_owner
+        ),
+        crate::check!(
+            "network.old-routes",
+            "no route goes through a gateway of the old network",
+            Network,
+            Warning,
+            false,
+            check_old_routes
+        ),
+        crate::check!(
             "network.resolv-conf-static",
             "Static /etc/resolv.conf will not follow DHCP",
             Network,

@@ -4,6 +4,7 @@
 use crate::checks::{Check, CheckInfo, Ctx, Evidence, FileEdit, Finding, Fix, Severity, Validator};
 use anyhow::Result;
 
+pub const RULES_DIR: &str = "/etc/udev/rules.d";
 pub const PERSISTENT: &str = "/etc/udev/rules.d/70-persistent-net.rules";
 pub const GENERATOR_OVERRIDE: &str = "/etc/udev/rules.d/75-persistent-net-generator.rules";
 const GENERATORS: &[&str] = &[
@@ -99,6 +100,23 @@ pub fn parse_pin_rules(text: &str) -> Vec<PinRule> {
     out
 }
 
+/// Comment out the rules that pin a name to a MAC (every physical line of each, continuations included),
+/// keeping every other line byte-identical. Idempotent.
+pub fn comment_pin_rules(text: &str) -> String {
+    let pins: Vec<usize> = parse_pin_rules(text).iter().map(|r| r.line).collect();
+    let mut out = String::with_capacity(text.len() + 64);
+    let mut continuing = false;
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        let commented = continuing || pins.contains(&(i + 1));
+        continuing = commented && line.trim_end_matches(['\n', '\r']).ends_with('\\');
+        if commented {
+            out.push_str("# cloudprep (old NIC's MAC): ");
+        }
+        out.push_str(line);
+    }
+    out
+}
+
 fn generator_active(ctx: &Ctx) -> Option<&'static str> {
     let gen = GENERATORS.iter().find(|g| ctx.root.exists(g))?;
     // Any file or symlink (Debian's `ln -s /dev/null`) at the override path disables it.
@@ -156,25 +174,44 @@ fn cloud_init_manages_network(ctx: &Ctx) -> Result<bool> {
 }
 
 fn check_persistent_net(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
-    let text = ctx.root.read_text(PERSISTENT)?;
-    let rules = match &text {
+    // 70-persistent-net.rules, and a MAC pin in any other rules file (written by hand, by a template tool,
+    // or by the old platform's customisation).
+    let mut pinned: Vec<(String, Vec<PinRule>)> = Vec::new();
+    let mut paths = vec![PERSISTENT.to_string()];
+    paths.extend(
+        ctx.root
+            .files_in(RULES_DIR, |n| n.ends_with(".rules"))?
+            .into_iter()
+            .filter(|p| p != PERSISTENT),
+    );
+    for path in paths {
+        let Some(t) = ctx.root.read_text(&path)? else {
+            continue;
+        };
         // cloud-init's own rendering, rewritten for each new instance: not a pin to old hardware.
-        Some(t) if is_cloud_init_rendering(t) && cloud_init_manages_network(ctx)? => Vec::new(),
-        Some(t) => parse_pin_rules(t),
-        None => Vec::new(),
-    };
+        if path == PERSISTENT && is_cloud_init_rendering(&t) && cloud_init_manages_network(ctx)? {
+            continue;
+        }
+        let r = parse_pin_rules(&t);
+        if !r.is_empty() {
+            pinned.push((path, r));
+        }
+    }
+    let rules: Vec<PinRule> = pinned.iter().flat_map(|(_, r)| r.clone()).collect();
     let gen = generator_active(ctx);
     if rules.is_empty() && gen.is_none() {
         return Ok(Vec::new());
     }
-    let mut ev: Vec<Evidence> = rules
+    let mut ev: Vec<Evidence> = pinned
         .iter()
-        .map(|r| {
-            Evidence::line(
-                PERSISTENT,
-                r.line,
-                &format!("ATTR{{address}}==\"{}\" NAME=\"{}\"", r.mac, r.name),
-            )
+        .flat_map(|(p, rs)| {
+            rs.iter().map(move |r| {
+                Evidence::line(
+                    p,
+                    r.line,
+                    &format!("ATTR{{address}}==\"{}\" NAME=\"{}\"", r.mac, r.name),
+                )
+            })
         })
         .collect();
     let mut fix = Fix::default();
@@ -191,7 +228,13 @@ fn check_persistent_net(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
             rules.len(),
             rules[0].name
         ));
-        fix = fix.edit(FileEdit::remove(PERSISTENT));
+        for (p, _) in &pinned {
+            fix = fix.edit(if p == PERSISTENT {
+                FileEdit::remove(PERSISTENT)
+            } else {
+                FileEdit::rewrite(p, Validator::None, |t| Ok(comment_pin_rules(t)))
+            });
+        }
     }
     if let Some(g) = gen {
         ev.push(Evidence::file(
@@ -227,7 +270,8 @@ fn check_persistent_net(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
         .severity(sev)
         .evidences(ev)
         .remediation(format!(
-            "Remove {PERSISTENT} and disable the generator with an empty {GENERATOR_OVERRIDE}."
+            "Remove {PERSISTENT} (and comment out MAC-matching NAME rules in other files of {RULES_DIR}), and \
+             disable the generator with an empty {GENERATOR_OVERRIDE}."
         ))
         .fix(fix)])
 }
@@ -235,6 +279,18 @@ fn check_persistent_net(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pins_in_other_rules_files_are_commented_out() {
+        let t = "# site rules\nSUBSYSTEM==\"net\", ACTION==\"add\", ATTR{address}==\"00:50:56:aa:bb:cc\", \\\n  NAME=\"lan0\"\nSUBSYSTEM==\"block\", KERNEL==\"sd*\", OPTIONS+=\"x\"\n";
+        let out = comment_pin_rules(t);
+        assert_eq!(
+            out,
+            "# site rules\n# cloudprep (old NIC's MAC): SUBSYSTEM==\"net\", ACTION==\"add\", ATTR{address}==\"00:50:56:aa:bb:cc\", \\\n# cloudprep (old NIC's MAC):   NAME=\"lan0\"\nSUBSYSTEM==\"block\", KERNEL==\"sd*\", OPTIONS+=\"x\"\n"
+        );
+        assert!(parse_pin_rules(&out).is_empty());
+        assert_eq!(comment_pin_rules(&out), out);
+    }
 
     #[test]
     fn recognises_cloud_init_rendering_only() {

@@ -896,6 +896,18 @@ fn check_device_map(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
 // ---------------------------------------------------------------------------------------------------------
 // boot.serial-console
 
+/// The last `console=` word when it names Xen's console (`hvc0`, `xvc0`).
+fn last_xen_console(words: &str) -> Option<String> {
+    words
+        .split_whitespace()
+        .rfind(|w| w.starts_with("console="))
+        .filter(|w| {
+            let dev = w.trim_start_matches("console=");
+            dev.starts_with("hvc") || dev.starts_with("xvc")
+        })
+        .map(str::to_string)
+}
+
 fn has_serial(words: &str) -> bool {
     words
         .split_whitespace()
@@ -1097,7 +1109,42 @@ fn check_serial_console(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
             .unwrap_or("")
     );
     if has_serial(&all) {
-        return Ok(Vec::new());
+        // The last console= is /dev/console: Xen's hvc0/xvc0 there (left from the old platform) takes the
+        // initramfs's and systemd's output away from the serial port, on a cloud that has no Xen console.
+        let Some(xen) = last_xen_console(&all) else {
+            return Ok(Vec::new());
+        };
+        let mut ev = Vec::new();
+        let mut fix = Fix::default();
+        for (path, p) in &parsed {
+            let hits: Vec<&shell::Assignment> = p
+                .assignments
+                .iter()
+                .filter(|a| {
+                    a.name.starts_with("GRUB_CMDLINE_LINUX") && a.value.contains(xen.as_str())
+                })
+                .collect();
+            if hits.is_empty() {
+                continue;
+            }
+            ev.extend(hits.iter().map(|a| Evidence::line(path, a.line, &a.text)));
+            let w = xen.clone();
+            fix = fix.edit(FileEdit::rewrite(path, Validator::ShellVars, move |t| {
+                Ok(crate::checks::cloud_init::drop_cmdline_word(t, &w))
+            }));
+        }
+        return Ok(vec![Finding::new(
+            info,
+            format!(
+                "`{xen}` is the last console= on the kernel command line: /dev/console is then Xen's console, \
+                 which the cloud does not have, so the initramfs's and systemd's messages never reach the \
+                 serial console log"
+            ),
+        )
+        .severity(Severity::Warning)
+        .evidences(ev)
+        .remediation(format!("Remove `{xen}` from GRUB_CMDLINE_LINUX* and run update-grub."))
+        .fix(fix.command(update_grub()))]);
     }
     let last = last_assignment(&parsed, "GRUB_CMDLINE_LINUX");
     let (path, ev) = match &last {
@@ -1116,6 +1163,25 @@ fn check_serial_console(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn xen_console_last() {
+        assert_eq!(
+            last_xen_console("console=ttyS0,115200 console=hvc0").as_deref(),
+            Some("console=hvc0")
+        );
+        assert_eq!(last_xen_console("console=hvc0 console=ttyS0,115200"), None);
+        assert_eq!(
+            last_xen_console("quiet console=xvc0").as_deref(),
+            Some("console=xvc0")
+        );
+        assert_eq!(last_xen_console("quiet"), None);
+        let t = "GRUB_CMDLINE_LINUX=\"console=ttyS0,115200 console=hvc0 quiet\"\n";
+        assert_eq!(
+            crate::checks::cloud_init::drop_cmdline_word(t, "console=hvc0"),
+            "GRUB_CMDLINE_LINUX=\"console=ttyS0,115200 quiet\"\n"
+        );
+    }
 
     #[test]
     fn serial_edits_refuse_a_file_with_an_unterminated_quote() {
