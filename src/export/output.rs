@@ -366,7 +366,7 @@ pub fn zero_range(file: &File, off: u64, len: u64) -> Result<()> {
 }
 
 /// `_IO(0x12, 127)`.
-const BLKZEROOUT: libc::c_ulong = nix::request_code_none!(0x12, 127) as libc::c_ulong;
+const BLKZEROOUT: libc::Ioctl = nix::request_code_none!(0x12, 127) as libc::Ioctl;
 
 #[cfg(test)]
 mod tests {

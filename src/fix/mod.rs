@@ -380,10 +380,15 @@ fn refuse_unmounted(
     missing: &[crate::checks::storage::Unmounted],
     plan: Option<&audit::Plan>,
 ) -> Result<()> {
+    // cloudprep's own write of an unmounted ESP (`esp-install --device`) goes to the partition itself, not
+    // through the mount point: it needs no mount.
+    let own_esp_write = |c: &PlannedCommand| {
+        c.argv.first().is_some_and(|a| a == "cloudprep") && c.argv.iter().any(|a| a == "--device")
+    };
     let touches = |mp: &str| {
         mp == "/var"
             || plan.is_some_and(|p| {
-                !p.commands.is_empty()
+                p.commands.iter().any(|c| !own_esp_write(c))
                     || p.files
                         .iter()
                         .any(|f| f.path == mp || f.path.starts_with(&format!("{mp}/")))
