@@ -67,8 +67,9 @@ cached_debs() { # ROOT RELEASE NAME PKGS...
             fi
             rm -rf "$debs.tmp"; mkdir -p "$debs.tmp"
             mv "$r/var/cache/apt/archives/"*.deb "$debs.tmp/"
-            # The package lists of that moment: a guest whose lists know these versions (--stale-apt-lists).
-            tar -C "$r/var/lib/apt/lists" -cf "$debs.lists.tar" .
+            # With E2E_KEEP_LISTS=1, the package lists of that moment: for a guest whose lists know these
+            # versions (mkdisk-legacy.sh --stale-apt-lists).
+            if [ "${E2E_KEEP_LISTS:-0}" = 1 ]; then tar -C "$r/var/lib/apt/lists" -cf "$debs.lists.tar" .; fi
             rm -rf "$debs"; mv "$debs.tmp" "$debs"
             if [ -e "$sl.e2e-orig" ]; then mv "$sl.e2e-orig" "$sl"; else rm -f "$sl"; fi
             rm -rf "$r/var/lib/apt/lists/"*_Packages "$r/var/lib/apt/lists/"*_InRelease "$r/var/lib/apt/lists/"*_Release* \
@@ -175,6 +176,15 @@ stop_qemu() { # PID: hard stop (the guest's disk is a -snapshot or thrown away)
 ovmf_args() { # VARS
     [ -e "$1" ] || cp "$OVMF_VARS" "$1"
     echo "-drive if=pflash,format=raw,unit=0,readonly=on,file=$OVMF_CODE -drive if=pflash,format=raw,unit=1,file=$1"
+}
+# The system disk on the old hypervisor: IDE for BIOS guests; SATA (AHCI) under OVMF, whose i440fx IDE disk
+# the guest kernel does not find (and a VMware UEFI VM's disk is SATA or SCSI anyway).
+old_disk_args() { # IMAGE bios|uefi
+    if [ "$2" = uefi ]; then
+        echo "-device ahci,id=ahci0 -drive file=$1,format=raw,if=none,id=sysdisk -device ide-hd,drive=sysdisk,bus=ahci0.0"
+    else
+        echo "-drive file=$1,format=raw,if=ide,index=0"
+    fi
 }
 monitor() { # NAME COMMAND: one HMP command on the guest's monitor socket
     /usr/bin/python3 - "$W/$1.mon" "$2" <<'PY' >&2

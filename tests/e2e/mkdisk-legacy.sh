@@ -98,7 +98,11 @@ case "$layout" in
         # The host kernel has no device-mapper: LVM metadata only (no activation), the filesystems written
         # through loop devices over the LVs' extents (as tests/export.rs does). The guest's kernel activates them.
         lvmcfg="devices { filter=[\"a|^$p5\$|\",\"r|.*|\"] global_filter=[\"a|^$p5\$|\",\"r|.*|\"] obtain_device_list_from_udev=0 } activation { udev_sync=0 udev_rules=0 } backup { backup=0 archive=0 }"
-        lv() { LVM_SUPPRESS_FD_WARNINGS=1 "$1" --config "$lvmcfg" --driverloaded n "${@:2}"; }
+        # (Without device-mapper every LVM command warns that activation is disabled: only errors are shown.)
+        lv() {
+            LVM_SUPPRESS_FD_WARNINGS=1 "$1" --config "$lvmcfg" --driverloaded n "${@:2}" 2>"$work/lvm.err" \
+                || { cat "$work/lvm.err" >&2; return 1; }
+        }
         lv pvcreate -qq -ff -y "$p5"
         lv vgcreate -qq "$vg" "$p5"
         num() { lv "$1" --noheadings --units b --nosuffix -o "$2" "$3" | tr -d ' '; }
@@ -131,8 +135,9 @@ case "$layout" in
         p1=$(part_node "$loop" 1)
         p2=$(part_node "$loop" 2)
         # No vfat in the host kernel: the ESP is made and filled with mtools, never mounted here.
-        mformat -i "$p1" -F -T "$(blockdev --getsz "$p1")" -h 64 -s 32 -v ESP -N 4e2e0001 ::
-        mmd -i "$p1" ::/EFI
+        # (mtools complains that a loop partition has no geometry; -T/-h/-s give it one.)
+        mformat -i "$p1" -F -T "$(blockdev --getsz "$p1")" -h 64 -s 32 -v ESP -N 4e2e0001 :: 2>/dev/null
+        mmd -i "$p1" ::/EFI 2>/dev/null
         mkfs.ext4 -q -F -L legacy-root "$p2"
         mount "$p2" "$r"
         ;;
@@ -170,10 +175,11 @@ mount -t proc proc "$r/proc"
 mount -t sysfs sys "$r/sys"
 mount --bind /dev "$r/dev"
 mount --bind /dev/pts "$r/dev/pts"
-install_debs() { # DIR: dpkg -i of a cached set inside the chroot
+install_debs() { # DIR: a cached set installed inside the chroot (apt orders it; no lists, no network)
     rm -rf "$r/tmp/e2e-debs"; mkdir -p "$r/tmp/e2e-debs"
     cp "$1"/*.deb "$r/tmp/e2e-debs/"
-    chroot "$r" env DEBIAN_FRONTEND=noninteractive LC_ALL=C sh -c 'dpkg -i /tmp/e2e-debs/*.deb' >"$work/dpkg.log" 2>&1 \
+    chroot "$r" env DEBIAN_FRONTEND=noninteractive LC_ALL=C sh -c \
+        'apt-get install -y -q --no-install-recommends /tmp/e2e-debs/*.deb' >"$work/dpkg.log" 2>&1 \
         || { tail -n 30 "$work/dpkg.log" >&2; exit 1; }
     rm -rf "$r/tmp/e2e-debs"
 }
@@ -274,7 +280,7 @@ for d in "$@"; do cp "$d" "$r/root/"; done
 install -d -m 700 "$r/root/.ssh"
 [ -n "$root_key" ] && install -m 600 "$root_key" "$r/root/.ssh/authorized_keys"
 if [ "$offline" = 1 ] || [ "$ci" != none ]; then
-    cidebs=$(cached_debs "$r" "$release" cloud-init cloud-init)
+    cidebs=$(E2E_KEEP_LISTS=1 cached_debs "$r" "$release" cloud-init cloud-init)
 fi
 if [ "$offline" = 1 ]; then
     mkdir -p "$r/root/offline-debs"
@@ -328,7 +334,7 @@ if [ "$layout" = uefi ]; then
     # shellcheck disable=SC2046
     start_qemu first -uuid "$OLD_UUID" $(ovmf_args "$img.vars") \
         -kernel "$work/vmlinuz-$k" -initrd "$work/initrd.img-$k" -append "root=/dev/sda2 ro ${ifnames}console=ttyS0" \
-        -drive "file=$img,format=raw,if=ide,index=0" \
+        $(old_disk_args "$img" uefi) \
         -netdev "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:$port-10.0.2.15:22" \
         -device "e1000,netdev=n0,mac=$mac,romfile="
     rc=0; wait_ssh "$work/key" root "$port" 900 || rc=$?

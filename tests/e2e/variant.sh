@@ -43,7 +43,7 @@ ssh-keygen -q -t ed25519 -N '' -C e2e-cloud -f "$W/cloud_key"
 stage_end
 
 # ---------------------------------------------------------------------------------------------------
-stage_begin "boot on the old hypervisor (IDE disk, e1000 NIC${fw/bios/}${fw/uefi/, OVMF with its NVRAM})"
+stage_begin "boot on the old hypervisor (${fw/bios/IDE}${fw/uefi/OVMF with its NVRAM, SATA} disk, e1000 NIC)"
 fwargs=()
 if [ "$fw" = uefi ]; then
     cp "$W/disk.img.vars" "$W/old.vars"
@@ -51,8 +51,8 @@ if [ "$fw" = uefi ]; then
     fwargs=($(ovmf_args "$W/old.vars"))
 fi
 P1=$(free_port)
-start_qemu old -snapshot -uuid "$OLD_UUID" "${fwargs[@]}" \
-    -drive "file=$W/disk.img,format=raw,if=ide,index=0" \
+# shellcheck disable=SC2046
+start_qemu old -snapshot -uuid "$OLD_UUID" "${fwargs[@]}" $(old_disk_args "$W/disk.img" "$fw") \
     -netdev "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:$P1-10.0.2.15:22" \
     -device "e1000,netdev=n0,mac=$OLD_MAC"
 r=0; wait_ssh "$W/operator_key" root "$P1" 900 || r=$?
