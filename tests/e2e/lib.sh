@@ -246,6 +246,10 @@ wait_ssh() { # KEY USER PORT TIMEOUT
 }
 
 # ---------------------------------------------------------------------------------------------------
+# What the console shows when a guest cannot boot on the cloud's hardware: the initramfs gives up on the root
+# device (no virtio driver, /dev/sdX gone), or OVMF finds no loader on the disk (it then tries PXE and ends
+# in its shell: the first line is enough).
+BOOT_STOPPED='Gave up waiting for root|ALERT!.*does not exist|\(initramfs\)|failed to load Boot[0-9A-F]+ "UEFI Misc Device"|Shell> '
 # The unprepared image on the cloud's hardware (virtio-blk, virtio-net with a new MAC; UEFI: empty NVRAM)
 # must not come up: it stops in the initramfs (no virtio driver, /dev/sdX gone), or, for UEFI, the firmware
 # finds no boot loader on the disk.
@@ -258,13 +262,11 @@ negative_case() { # IMAGE bios|uefi
     start_qemu neg -snapshot -uuid "$NEW_UUID" "${fw[@]}" \
         -drive "file=$1,format=raw,if=virtio" \
         -netdev "$CLOUD_NET" -device "virtio-net-pci,netdev=n0,mac=$NEW_MAC"
-    local pat='Gave up waiting for root|ALERT!.*does not exist|\(initramfs\)'
-    # OVMF without a boot entry and without \EFI\BOOT\BOOTX64.EFI: PXE attempts, then its shell.
-    [ "$2" = uefi ] && pat="$pat|Shell> |UEFI Interactive Shell|No bootable option|Boot Failed"
+    local pat=$BOOT_STOPPED
     local r=0; wait_console neg "$pat" 900 || r=$?
     [ "$r" = 0 ] || fail "the unprepared image did not stop on the cloud's virtio hardware (wait status $r)"
     console neg | grep -E 'login:' >/dev/null && fail "the unprepared image reached a login prompt on virtio"
-    console neg | grep -E "$pat" | head -n 3 >&2
+    console neg | grep -aE -m 3 "$pat" >&2 || true
     stop_qemu "$QEMU_PID"
 }
 
@@ -289,8 +291,15 @@ cloud_boot() { # QCOW2 bios|uefi
         -netdev "$CLOUD_NET,hostfwd=tcp:127.0.0.1:$P_CLOUD-:22,guestfwd=tcp:169.254.169.254:80-cmd:/usr/bin/python3 $E2E_LIB/metadata.py $W/md" \
         -device "virtio-net-pci,netdev=n0,mac=$NEW_MAC"
     CLOUD_PID=$QEMU_PID
-    local r=0; wait_ssh "$W/cloud_key" debian "$P_CLOUD" 1200 || r=$?
-    [ "$r" = 0 ] || fail "no SSH login as debian with the metadata key (status $r)"
+    local t0 stop
+    t0=$(date +%s)
+    until c true 2>/dev/null; do
+        kill -0 "$QEMU_PID" 2>/dev/null || fail "the instance's qemu ended before SSH answered"
+        stop=$(console cloud | grep -aE -m 1 "$BOOT_STOPPED" || true)
+        [ -z "$stop" ] || fail "the migrated image does not boot on the cloud's hardware: $stop"
+        [ $(( $(date +%s) - t0 )) -lt 1200 ] || fail "no SSH login as debian with the metadata key after 1200 s"
+        sleep 5
+    done
 }
 c() { gssh "$W/cloud_key" debian "$P_CLOUD" "$@"; }
 

@@ -68,7 +68,8 @@ old ip -4 -o addr show dev eth0 | grep 'inet 10.0.2.15/24' >/dev/null || fail "l
 stage_end
 
 # ---------------------------------------------------------------------------------------------------
-stage_begin "install cloudprep, audit${variant/legacy/}${variant/lvm/, fix --yes}, arm with an export to the second disk, power off"
+fixstep=""; [ "$variant" = lvm ] && fixstep=", fix --yes"
+stage_begin "install cloudprep, audit$fixstep, arm with an export to the second disk, power off"
 # The operator attaches a scratch disk for the export (PCI hot-plug; the running kernel has virtio_blk).
 monitor old "drive_add 0 if=none,id=exp,file=$W/export.img,format=raw" || fail "drive_add refused"
 monitor old "device_add virtio-blk-pci,drive=exp,id=expdisk" || fail "device_add refused"

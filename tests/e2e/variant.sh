@@ -43,7 +43,8 @@ ssh-keygen -q -t ed25519 -N '' -C e2e-cloud -f "$W/cloud_key"
 stage_end
 
 # ---------------------------------------------------------------------------------------------------
-stage_begin "boot on the old hypervisor (${fw/bios/IDE}${fw/uefi/OVMF with its NVRAM, SATA} disk, e1000 NIC)"
+if [ "$fw" = uefi ]; then oldhw="OVMF with its NVRAM, SATA disk, e1000 NIC"; else oldhw="IDE disk, e1000 NIC"; fi
+stage_begin "boot on the old hypervisor ($oldhw)"
 fwargs=()
 if [ "$fw" = uefi ]; then
     cp "$W/disk.img.vars" "$W/old.vars"
@@ -137,7 +138,8 @@ qemu-img info "$W/migrated.qcow2" | grep -E 'virtual size|disk size' >&2
 stage_end
 
 # ---------------------------------------------------------------------------------------------------
-stage_begin "boot the export in the cloud (virtio-blk, virtio-net, DHCP, metadata service${fw/bios/}${fw/uefi/, OVMF with empty NVRAM})"
+cloudhw="virtio-blk, virtio-net, DHCP, metadata service"; [ "$fw" = uefi ] && cloudhw="$cloudhw, OVMF with empty NVRAM"
+stage_begin "boot the export in the cloud ($cloudhw)"
 cloud_boot "$W/migrated.qcow2" "$fw"
 stage_end
 
