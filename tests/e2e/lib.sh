@@ -157,11 +157,13 @@ free_port() {
 
 # ---------------------------------------------------------------------------------------------------
 # qemu in the background, killed with this script even if the script itself is SIGKILLed (pdeathsig).
-QEMU_COMMON=(-accel tcg -machine pc -m 1536 -smp 2 -display none -no-user-config -nodefaults -vga std)
+# QEMU_MACHINE: the machine type (default pc; the UEFI cloud boots q35, as cloudprep recommends with
+# hw_machine_type=q35 for UEFI guests).
+QEMU_COMMON=(-accel tcg -m 1536 -smp 2 -display none -no-user-config -nodefaults -vga std)
 start_qemu() { # NAME ARGS...
     local name=$1; shift
     : > "$W/$name.console"
-    setpriv --pdeathsig KILL qemu-system-x86_64 "${QEMU_COMMON[@]}" -name "cloudprep-e2e-$name" \
+    setpriv --pdeathsig KILL qemu-system-x86_64 -machine "${QEMU_MACHINE:-pc}" "${QEMU_COMMON[@]}" -name "cloudprep-e2e-$name" \
         -serial "file:$W/$name.console" "$@" 2>"$W/$name.qemu-stderr" &
     QEMU_PID=$!
     QEMU_PIDS+=("$QEMU_PID")
@@ -254,10 +256,11 @@ BOOT_STOPPED='Gave up waiting for root|ALERT!.*does not exist|\(initramfs\)|fail
 # must not come up: it stops in the initramfs (no virtio driver, /dev/sdX gone), or, for UEFI, the firmware
 # finds no boot loader on the disk.
 negative_case() { # IMAGE bios|uefi
-    local fw=()
+    local fw=() QEMU_MACHINE=pc
     if [ "$2" = uefi ]; then
         # shellcheck disable=SC2207
         fw=($(ovmf_args "$W/neg.vars"))
+        QEMU_MACHINE=q35
     fi
     start_qemu neg -snapshot -uuid "$NEW_UUID" "${fw[@]}" \
         -drive "file=$1,format=raw,if=virtio" \
@@ -275,10 +278,11 @@ negative_case() { # IMAGE bios|uefi
 # device (serial console only). UEFI: OVMF with a fresh variables file. Sets P_CLOUD and CLOUD_PID and waits
 # for SSH as `debian` with the metadata's key.
 cloud_boot() { # QCOW2 bios|uefi
-    local fw=()
+    local fw=() QEMU_MACHINE=pc
     if [ "$2" = uefi ]; then
         # shellcheck disable=SC2207
         fw=($(ovmf_args "$W/cloud.vars"))
+        QEMU_MACHINE=q35
     fi
     mkdir -p "$W/md"
     echo "$IID" > "$W/md/instance-id"
@@ -358,9 +362,39 @@ assert_cloud() {
     [ -z "$failed" ] || fail "failed units in the instance: $failed"
     console cloud | grep -E 'Cloud-init v\. .* finished' >/dev/null || fail "the serial console shows no finished cloud-init"
     console cloud | grep -E 'cloudprep firstboot: audit exit 0' >/dev/null || fail "the serial console shows no clean first-boot audit"
+    console cloud | grep 'GNU GRUB' >/dev/null || fail "GRUB's menu did not reach the serial console (boot.serial-terminal)"
 }
 
-cloud_poweroff() {
+# The commands of a fix run that failed, with their output (`cloudprep fix` prints only the argv; the output is
+# in the run's journal, /var/lib/cloudprep/runs/<id>/journal.jsonl).
+journal_failures() { # JOURNAL.jsonl
+    /usr/bin/python3 - "$1" <<'PY' >&2
+import json, sys
+def walk(v):
+    if isinstance(v, dict):
+        if v.get("ok") is False and "output" in v:
+            yield v
+        for x in v.values():
+            yield from walk(x)
+    elif isinstance(v, list):
+        for x in v:
+            yield from walk(x)
+for line in open(sys.argv[1], errors="replace"):
+    try:
+        e = json.loads(line)
+    except ValueError:
+        continue
+    for d in walk(e):
+        print("failed command:", " ".join(d.get("argv", []))[:300], "status", d.get("status"), "signal", d.get("signal"))
+        print("\n".join(d["output"].splitlines()[-25:]))
+PY
+}
+
+# The last stage of every variant: the instance powers off cleanly; then the summary with the timings.
+e2e_finish() {
+    stage_begin "power off the instance"
     c "sudo systemctl poweroff" || true
     wait_exit "$CLOUD_PID" 300 || fail "the instance did not power off"
+    stage_end
+    e2e_pass
 }
