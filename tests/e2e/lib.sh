@@ -101,6 +101,7 @@ e2e_init() { # NAME
 log() { echo "e2e $E2E_NAME [$(( $(date +%s) - T0 ))s] $*" >&2; }
 fail() {
     echo "e2e $E2E_NAME: FAIL in stage \"${STAGE:-?}\": $*" >&2
+    [ -n "${STAGE_T:-}" ] && TIMINGS+=("$STAGE: $(( $(date +%s) - STAGE_T ))s (FAILED)")
     for c in "$W"/*.console; do
         [ -s "$c" ] || continue
         echo "---- last lines of $(basename "$c") ----" >&2
