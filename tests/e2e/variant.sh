@@ -94,7 +94,8 @@ stage_begin "prepare the image offline (fix --root, premigrate --root)"
 loop=$(losetup -f --show -P "$W/disk.img")
 LOOPS+=("$loop")
 mkdir -p "$W/root"
-mount "$(part_node "$loop" "$rootpart")" "$W/root"
+rootdev=$(part_node "$loop" "$rootpart")
+mount "$rootdev" "$W/root"
 MOUNTS+=("$W/root")
 # The operator installs the package into the image (the first-boot unit runs the guest's own binary) and
 # points the offline cloud-init install at the .debs inside the image.
@@ -129,6 +130,14 @@ grep -E '^cloudprep premigrate' "$W/premigrate.txt" >&2 || true
 [ "$rc" -lt 2 ] || fail "the image still has blockers after the fix (premigrate exit $rc): $(/usr/bin/python3 -c 'import json, sys; r = json.load(open(sys.argv[1])); print(" ".join(f["id"] for f in r["findings"] if f["severity"] == "blocker"))' "$W/root/var/lib/cloudprep/premigrate-report.json" 2>&1)"
 [ -e "$W/root/var/lib/cloudprep/firstboot-armed" ] || fail "premigrate did not arm the first boot"
 umount "$W/root"; unset 'MOUNTS[-1]'
+# GRUB reads the filesystem without replaying its journal: the image must be clean now. A journal that still
+# needs recovery means the filesystem is still mounted somewhere (a process left in another mount namespace).
+if dumpe2fs -h "$rootdev" 2>/dev/null | grep -E '^Filesystem features:.*needs_recovery' >/dev/null; then
+    devno=$(cat "/sys/class/block/$(basename "$rootdev")/dev")
+    holders=$(grep -l " $devno " /proc/[0-9]*/mountinfo 2>/dev/null | cut -d/ -f3 \
+        | while read -r p; do echo "$p: $(tr '\0' ' ' < "/proc/$p/cmdline" | cut -c1-120)"; done)
+    fail "the image's root filesystem still needs journal recovery after umount; mounted in other namespaces by: ${holders:-no process found}"
+fi
 partx -d "$loop" 2>/dev/null || true
 losetup -d "$loop"; unset 'LOOPS[-1]'
 stage_end
