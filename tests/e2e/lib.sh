@@ -349,13 +349,13 @@ assert_cloud() {
     # The first-boot unit: ran once, a clean audit.
     c 'for i in $(seq 150); do [ "$(systemctl is-active cloudprep-firstboot.service)" = activating ] || break; sleep 2; done'
     c "sudo systemctl show -p Result -p ExecMainStatus cloudprep-firstboot.service" >&2
-    [ "$(c "sudo systemctl show -p Result --value cloudprep-firstboot.service")" = success ] \
-        || fail "cloudprep-firstboot.service did not succeed"
     c "sudo cat /var/lib/cloudprep/firstboot-steps.json" > "$W/firstboot-steps.json" || fail "no firstboot-steps.json: the first-boot unit did not run"
     c "sudo cat /var/lib/cloudprep/firstboot-report.json" > "$W/firstboot-report.json"
     local fb
-    fb=$(/usr/bin/python3 -c 'import json, sys; r = json.load(open(sys.argv[1])); print(r["summary"]["exit_code"], " ".join(f["id"] + ":" + f["severity"] for f in r["findings"]))' "$W/firstboot-report.json")
+    fb=$(/usr/bin/python3 -c 'import json, sys; r = json.load(open(sys.argv[1])); print(r["summary"]["exit_code"], " ".join(f["id"] + ":" + f["severity"] + ("" if f["severity"] == "info" else " (" + f["message"][:200] + ")") for f in r["findings"]))' "$W/firstboot-report.json")
     log "first-boot audit: $fb"
+    [ "$(c "sudo systemctl show -p Result --value cloudprep-firstboot.service")" = success ] \
+        || fail "cloudprep-firstboot.service did not succeed (first-boot audit: $fb)"
     [ "${fb%% *}" = 0 ] || fail "the first-boot audit is not clean: $fb"
     c "sudo test ! -e /var/lib/cloudprep/firstboot-armed" || fail "the first-boot marker is still there"
     local failed
