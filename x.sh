@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-APT_PKGS=(debootstrap lintian grub-common e2fsprogs dosfstools mtools lvm2 fdisk gdisk cpio zstd lz4 xz-utils bzip2
+APT_PKGS=(debootstrap lintian grub-common e2fsprogs dosfstools mtools ovmf lvm2 fdisk gdisk cpio zstd lz4 xz-utils bzip2
           musl-tools util-linux kmod initramfs-tools-core fakeroot dpkg-dev file binutils systemd groff-base
           systemd-container netplan.io xfsprogs btrfs-progs cryptsetup-bin qemu-utils openssl openssh-client python3
           chromium time python3-venv)
