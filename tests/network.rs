@@ -779,3 +779,30 @@ fn primary_nic_is_left_to_cloud_init() {
         "{out}"
     );
 }
+
+#[test]
+fn cloud_init_netplan_rendering_is_not_a_mac_pin() {
+    // cloud-init's /etc/netplan/50-cloud-init.yaml matches the MAC of the instance it runs on, and is
+    // rendered again on every new instance: a pin only when cloud-init does not manage the network.
+    let g = Guest::bookworm();
+    g.write(
+        "/etc/netplan/50-cloud-init.yaml",
+        "network:\n  version: 2\n  ethernets:\n    eth0:\n      dhcp4: true\n      match:\n        macaddress: fa:16:3e:5c:21:07\n      set-name: eth0\n",
+    );
+    let (_, v) = g.audit_json(&[]);
+    assert_ev(
+        &v,
+        "network.mac-pinning",
+        "/etc/netplan/50-cloud-init.yaml",
+        Some(7),
+    );
+    let mut status = g.read("/var/lib/dpkg/status");
+    status.push_str("\nPackage: cloud-init\nStatus: install ok installed\nPriority: optional\nSection: admin\nArchitecture: all\nVersion: 22.4.2-1\nDescription: initialization and customization tool for cloud instances\n");
+    g.write("/var/lib/dpkg/status", &status);
+    let (_, v) = g.audit_json(&[]);
+    assert!(
+        findings(&v, "network.mac-pinning").is_empty(),
+        "{:#?}",
+        my_findings(&v)
+    );
+}

@@ -137,10 +137,20 @@ pub fn validate(
             if !can_exec || exec::find_in_guest(root, "cloud-init").is_none() {
                 return Ok(Verdict::Pass("YAML".into()));
             }
+            // A cloud.cfg.d snippet has no `#cloud-config` header, which newer cloud-init (25.1, Debian 13)
+            // requires of a --config-file: validate a scratch copy that has one.
+            let scratch = Scratch::new(root, "validate-")?;
+            let body = if text.starts_with("#cloud-config") {
+                text.clone()
+            } else {
+                format!("#cloud-config\n{text}")
+            };
+            put(&scratch.dir, "candidate.cfg", body.as_bytes())?;
+            let candidate = format!("{}/candidate.cfg", scratch.guest);
             for sub in [&["schema"][..], &["devel", "schema"][..]] {
                 let mut argv: Vec<String> = vec!["cloud-init".into()];
                 argv.extend(sub.iter().map(|s| s.to_string()));
-                argv.extend(["--config-file".to_string(), guest.to_string()]);
+                argv.extend(["--config-file".to_string(), candidate.clone()]);
                 let o = exec::run(chroot, &argv)?;
                 if o.ok() {
                     return Ok(Verdict::Pass(format!(

@@ -114,6 +114,8 @@ pub fn checks() -> Vec<Check> {
 }
 
 pub const INTERFACES: &str = "/etc/network/interfaces";
+/// What cloud-init's netplan renderer writes (for the instance it runs on).
+pub const CLOUD_INIT_NETPLAN: &str = "/etc/netplan/50-cloud-init.yaml";
 /// After the file edits, before update-grub (the order does not matter to grub).
 const RESOLV_LINK_ORDER: u32 = 65;
 const ENABLE_NETWORKING_ORDER: u32 = 66;
@@ -142,7 +144,13 @@ fn check_mac_pinning(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
     let map = st.rename_map(ctx.config.network.interface_naming);
     let why = "the virtio NIC in the cloud has a new MAC address, so a configuration matching the old MAC \
                never applies and the interface stays unconfigured";
+    // cloud-init's own netplan rendering matches the MAC of the instance it was rendered on and is rendered
+    // again for every new instance: not a pin to the old hardware.
+    let ci_renders = udev::cloud_init_manages_network(ctx)?;
     for f in &st.netplan {
+        if ci_renders && f.path == CLOUD_INIT_NETPLAN {
+            continue;
+        }
         for i in &f.parsed.ifaces {
             let Some((line, mac)) = &i.match_mac else {
                 continue;

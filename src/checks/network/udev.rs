@@ -160,7 +160,7 @@ pub fn is_cloud_init_rendering(text: &str) -> bool {
 }
 
 /// cloud-init is installed and allowed to configure the network (no `network: {config: disabled}`).
-fn cloud_init_manages_network(ctx: &Ctx) -> Result<bool> {
+pub(crate) fn cloud_init_manages_network(ctx: &Ctx) -> Result<bool> {
     if !ctx.facts.installed("cloud-init")
         || ctx.root.exists(crate::checks::cloud_init::DISABLED_MARKER)
     {
