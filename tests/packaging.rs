@@ -697,7 +697,13 @@ fn premigrate_unit_under_systemd_runs_only_at_poweroff() {
     let name = deb().file_name().unwrap().to_str().unwrap().to_string();
     std::fs::copy(deb(), root.join("tmp").join(&name)).unwrap();
     chroot_ok(&root, &["dpkg", "-i", &format!("/tmp/{name}")]);
-    chroot_ok(&root, &["cloudprep", "arm"]);
+    {
+        // cloudprep checks every directory it writes through /proc/self/fd, as on any running system.
+        let proc_dir = root.join("proc");
+        sh("mount", &["-t", "proc", "proc", proc_dir.to_str().unwrap()]);
+        let _proc = Mounted(proc_dir);
+        chroot_ok(&root, &["cloudprep", "arm"]);
+    }
     let state = root.join("var/lib/cloudprep");
     let marker = state.join("premigrate-armed");
 

@@ -380,15 +380,20 @@ fn refuse_unmounted(
     missing: &[crate::checks::storage::Unmounted],
     plan: Option<&audit::Plan>,
 ) -> Result<()> {
-    // cloudprep's own write of an unmounted ESP (`esp-install --device`) goes to the partition itself, not
-    // through the mount point: it needs no mount.
-    let own_esp_write = |c: &PlannedCommand| {
-        c.argv.first().is_some_and(|a| a == "cloudprep") && c.argv.iter().any(|a| a == "--device")
+    // Which commands may write under a mount point. Under /boot/efi only GRUB's EFI installation does
+    // (grub-install, or a grub-efi package whose postinst runs it); cloudprep's own write of an unmounted
+    // ESP (`esp-install --device`) goes to the partition itself and needs no mount.
+    let writes_under = |c: &PlannedCommand, mp: &str| {
+        if mp != "/boot/efi" {
+            return true;
+        }
+        let prog = c.argv.first().map(|a| a.rsplit('/').next().unwrap_or(a));
+        prog == Some("grub-install") || c.argv.iter().any(|a| a.contains("grub-efi"))
     };
     let touches = |mp: &str| {
         mp == "/var"
             || plan.is_some_and(|p| {
-                p.commands.iter().any(|c| !own_esp_write(c))
+                p.commands.iter().any(|c| writes_under(c, mp))
                     || p.files
                         .iter()
                         .any(|f| f.path == mp || f.path.starts_with(&format!("{mp}/")))

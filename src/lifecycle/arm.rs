@@ -135,8 +135,18 @@ fn check_export_target(output: &str, format: ImageFormat) -> Result<()> {
     if output == "-" {
         bail!("the pre-migration export needs a file or a device, not standard output");
     }
-    let src = crate::export::source::open("auto", Path::new("/"))
-        .context("finding the disk the pre-migration export will read")?;
+    // The source disk is found again at the power-off; when it cannot be found now (a chroot, a container),
+    // the target is checked there, and arm says so instead of refusing.
+    let src = match crate::export::source::open("auto", Path::new("/")) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!(
+                "cloudprep: warning: the export target {output} cannot be checked now (finding the disk the \
+                 pre-migration export will read: {e:#}); the export checks it at the power-off"
+            );
+            return Ok(());
+        }
+    };
     crate::export::output::check(Path::new(output), &src, format)
         .with_context(|| format!("export target {output}"))
 }
