@@ -582,8 +582,9 @@ impl Run<'_> {
             format!("files/esp-{idx}.old"),
             format!("files/esp-{idx}.new"),
         );
-        self.write_backup_file(&rel_old, &old, 0o600)?;
-        self.write_backup_file(&rel_new, &new, 0o600)?;
+        // Saved in the run's files/ (the journal names them with that prefix, as every backup copy).
+        self.write_backup_file(&format!("esp-{idx}.old"), &old, 0o600)?;
+        self.write_backup_file(&format!("esp-{idx}.new"), &new, 0o600)?;
         self.journal.append(&Entry::EspWrite {
             device: device.to_string(),
             areas: areas.clone(),
