@@ -78,6 +78,7 @@ fn e2e_netplan() {
 }
 
 #[test]
+#[ignore = "passed on its branch; not re-run after the primary-NIC hand-off to cloud-init: run with --ignored (issue 14)"]
 fn e2e_vmware_cloud_init() {
     run("variant.sh", Some("vmware-ci"));
 }
