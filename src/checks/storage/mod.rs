@@ -219,6 +219,25 @@ fn check_offline_mounts(ctx: &Ctx, info: &CheckInfo) -> Result<Vec<Finding>> {
         .into_iter()
         .map(|u| {
             let at = ctx.root.display(&u.mountpoint);
+            if u.mountpoint == "/boot/efi" {
+                // boot.grub-installed reads and repairs the EFI system partition through its partition, not
+                // through the mount point: only a GRUB EFI install in this root would write the directory.
+                return Finding::new(
+                    info,
+                    format!(
+                        "the guest mounts {} on /boot/efi (fstab line {}), but nothing is mounted at {at}: cloudprep \
+                         checks and repairs the EFI system partition through its partition, but anything else that \
+                         writes /boot/efi in this root (a GRUB upgrade) would write the empty directory",
+                        u.spec, u.line
+                    ),
+                )
+                .severity(Severity::Warning)
+                .evidence(Evidence::line(FSTAB, u.line, &u.text))
+                .remediation(format!(
+                    "mount the guest's EFI system partition ({}) at {at} before running anything else in this root",
+                    u.spec
+                ));
+            }
             Finding::new(
                 info,
                 format!(
