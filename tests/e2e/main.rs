@@ -60,7 +60,6 @@ fn e2e_lvm() {
 
 /// Issue 17: a UEFI guest (GPT, ESP, GRUB only in \EFI\debian\) boots under OVMF with empty NVRAM.
 #[test]
-#[ignore = "not yet proven in this suite: run with --ignored (issue 17)"]
 fn e2e_uefi() {
     run("variant.sh", Some("uefi"));
 }
