@@ -436,7 +436,7 @@ pub fn cloud_init_renders_network(version: &str) -> bool {
 
 /// Is the check `id` neither skipped nor waived in the configuration (so that its fix is in the plan)?
 fn fix_planned_by(ctx: &Ctx, id: &str) -> bool {
-    !ctx.config.checks.skip.iter().any(|s| s == id) && !ctx.config.waivers.contains_key(id)
+    !ctx.config.is_skipped(id) && !ctx.config.waivers.contains_key(id)
 }
 
 /// The cloud-init that runs in the cloud, when its version is known before it is installed: the installed
